@@ -1,0 +1,1 @@
+"""Activities: every side effect of the platform (LLM calls, tools, compensations), each idempotent."""

@@ -1,0 +1,509 @@
+"""The contracts every process shares: inputs and outputs of workflows, activities, updates and queries.
+
+This module is side-effect free and deterministic, so workflows import it
+through the sandbox (`workflow.unsafe.imports_passed_through()`). Each workflow
+and activity takes one request model and returns one result model, so fields
+can be added compatibly: give every new field a default.
+
+Secrets never appear here: provider API keys live in the worker's environment.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from agentkeel.names import HANDOFF_TOOL_PREFIX
+from agentkeel.search_attributes import SagaStatus
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _check_name(kind: str, value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(
+            f"{kind} name {value!r} must start with a letter and hold only letters, digits, '_' or '-'"
+        )
+    return value
+
+
+# --------------------------------------------------------------------------- LLM
+
+
+class ToolCall(_Model):
+    """A tool call the model asked for. `arguments` is the raw JSON text the model produced."""
+
+    id: str
+    name: str
+    arguments: str = "{}"
+
+
+class ChatMessage(_Model):
+    """One chat-completions message."""
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    tool_call_id: str | None = None
+
+
+class ToolSchema(_Model):
+    """A function tool offered to the model."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+class LLMRequest(_Model):
+    """Input of the `call_llm` activity.
+
+    Attributes:
+        model: Model alias from `keel.toml` (`[models.ALIAS]`), never a provider name.
+        messages: The conversation so far.
+        tools: Function tools the model may call.
+        response_schema: When set, the model must answer with JSON fitting this schema.
+        temperature: Sampling temperature, provider default when unset.
+        max_tokens: Output token cap, provider default when unset.
+        correlation_id: Carried to logs and the `X-Correlation-ID` header.
+        idempotency_key: Sent as `Idempotency-Key`; stable across retries of one step.
+        agent: Name of the agent asking; sent as `X-Keel-Agent` so scripted providers can match on it.
+    """
+
+    model: str = "default"
+    messages: list[ChatMessage]
+    tools: list[ToolSchema] = Field(default_factory=list)
+    response_schema: dict[str, Any] | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    correlation_id: str
+    idempotency_key: str
+    agent: str | None = None
+
+
+class LLMResult(_Model):
+    """Output of the `call_llm` activity."""
+
+    content: str | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    finish_reason: str = "stop"
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    provider: str = ""
+    model: str = ""
+    attempt: int = 1
+    latency_ms: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        """Input plus output tokens."""
+        return self.input_tokens + self.output_tokens
+
+
+# --------------------------------------------------------------------------- tools
+
+
+class ToolRequest(_Model):
+    """Input of every tool activity.
+
+    Attributes:
+        arguments: Arguments, already validated against the tool's JSON schema.
+        idempotency_key: `<workflow id>:<step>`; the tool must do its side effect at most once per key.
+        correlation_id: The run's correlation id.
+        workflow_id: The run's workflow id.
+        step: Step number within the run.
+        agent: The agent that called the tool.
+    """
+
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: str
+    correlation_id: str
+    workflow_id: str = ""
+    step: int = 0
+    agent: str = ""
+
+
+class ToolResult(_Model):
+    """Output of a tool activity: `output` goes back to the model as the tool message."""
+
+    output: dict[str, Any] = Field(default_factory=dict)
+    summary: str = ""
+
+
+class CompensationRequest(_Model):
+    """Input of every compensation activity: what the original step did, and under which key."""
+
+    idempotency_key: str
+    correlation_id: str
+    tool: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    result: dict[str, Any] = Field(default_factory=dict)
+    reason: str = ""
+
+
+class ResolveTeamRequest(_Model):
+    """Input of the `resolve_team` activity: a registered team's name."""
+
+    name: str
+
+
+# --------------------------------------------------------------------------- team specs
+
+
+class ToolSpec(_Model):
+    """A tool agents may call.
+
+    Attributes:
+        name: Name of the tool activity registered on the worker.
+        description: Told to the model.
+        parameters: JSON schema of the arguments.
+        compensation: Name of the activity that undoes the tool's side effect, or None.
+        requires_review: A person must approve each call before it runs.
+    """
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    compensation: str | None = None
+    requires_review: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        _check_name("tool", v)
+        if v.startswith(HANDOFF_TOOL_PREFIX):
+            raise ValueError(f"tool name {v!r} must not start with {HANDOFF_TOOL_PREFIX!r} (handoff tools)")
+        return v
+
+    @field_validator("parameters")
+    @classmethod
+    def _schema(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if v.get("type", "object") != "object":
+            raise ValueError("tool parameters must be a JSON schema of type 'object'")
+        return v
+
+
+class AgentSpec(_Model):
+    """An agent of a team.
+
+    Attributes:
+        name: Unique within the team.
+        instructions: The system prompt.
+        model: Model alias (`[models.ALIAS]` in `keel.toml`).
+        tools: Names of team tools the agent may call.
+        handoffs: Names of agents it may transfer to.
+        output_schema: When set, the agent's final answer must be JSON fitting this schema.
+    """
+
+    name: str
+    instructions: str
+    model: str = "default"
+    tools: list[str] = Field(default_factory=list)
+    handoffs: list[str] = Field(default_factory=list)
+    output_schema: dict[str, Any] | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name("agent", v)
+
+
+class Budget(_Model):
+    """Limits summed over every LLM call of a run, across agents and handoffs."""
+
+    max_tokens: int | None = Field(default=None, gt=0)
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    on_exhausted: Literal["stop", "review"] = "stop"
+    """`stop` compensates and ends the run; `review` asks a person whether to continue."""
+
+
+class ReviewPolicy(_Model):
+    """When a person must decide, and what happens if nobody does."""
+
+    tools: list[str] = Field(default_factory=list)
+    """Tools that need approval, in addition to those whose spec says `requires_review`."""
+    final_answer: bool = False
+    timeout_s: float = Field(default=24 * 3600, gt=0)
+    on_timeout: Literal["reject", "escalate"] = "reject"
+    """`reject` compensates at the timeout; `escalate` marks the run and rejects after a second timeout."""
+    escalation_timeout_s: float = Field(default=24 * 3600, gt=0)
+
+
+class TeamSpec(_Model):
+    """A team of agents that run one saga together."""
+
+    name: str
+    description: str = ""
+    agents: list[AgentSpec]
+    tools: list[ToolSpec] = Field(default_factory=list)
+    entry: str
+    max_turns: int = Field(default=24, gt=0)
+    max_handoffs: int = Field(default=8, ge=0)
+    max_tool_errors: int = Field(default=3, ge=0)
+    """Invalid tool arguments sent back to the model before the run fails."""
+    budget: Budget = Field(default_factory=Budget)
+    review: ReviewPolicy = Field(default_factory=ReviewPolicy)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name("team", v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TeamSpec:
+        errors: list[str] = []
+        agent_names = [a.name for a in self.agents]
+        tool_names = [t.name for t in self.tools]
+        for kind, names in (("agent", agent_names), ("tool", tool_names)):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                errors.append(f"duplicate {kind} name(s): {', '.join(dupes)}")
+        if not self.agents:
+            errors.append("a team needs at least one agent")
+        if self.entry not in agent_names:
+            errors.append(f"entry agent {self.entry!r} is not one of the team's agents {agent_names}")
+        for agent in self.agents:
+            for target in agent.handoffs:
+                if target not in agent_names:
+                    errors.append(f"agent {agent.name!r} hands off to unknown agent {target!r}")
+                elif target == agent.name:
+                    errors.append(f"agent {agent.name!r} cannot hand off to itself")
+            for tool in agent.tools:
+                if tool not in tool_names:
+                    errors.append(f"agent {agent.name!r} uses unknown tool {tool!r}")
+        for tool in self.review.tools:
+            if tool not in tool_names:
+                errors.append(f"review policy names unknown tool {tool!r}")
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    def agent(self, name: str) -> AgentSpec:
+        """The agent called `name`."""
+        return next(a for a in self.agents if a.name == name)
+
+    def tool(self, name: str) -> ToolSpec:
+        """The tool called `name`."""
+        return next(t for t in self.tools if t.name == name)
+
+    def needs_review(self, tool: str) -> bool:
+        """Whether calls to `tool` wait for a person's approval."""
+        return tool in self.review.tools or self.tool(tool).requires_review
+
+
+# --------------------------------------------------------------------------- saga
+
+
+class SagaRequest(_Model):
+    """Input of `AgentSagaWorkflow`.
+
+    Give either `team` (a full spec) or `team_name` (a team registered on the worker).
+    """
+
+    goal: str = Field(min_length=1)
+    team: TeamSpec | None = None
+    team_name: str | None = None
+    correlation_id: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_team(self) -> SagaRequest:
+        if (self.team is None) == (self.team_name is None):
+            raise ValueError("give exactly one of 'team' (a TeamSpec) or 'team_name' (a registered team)")
+        return self
+
+    @property
+    def team_label(self) -> str:
+        """The team's name, whichever way it was given."""
+        return self.team.name if self.team else str(self.team_name)
+
+
+StepKind = Literal["llm", "tool", "handoff", "review", "tool_error"]
+
+
+class StepRecord(_Model):
+    """One step of a run, for the result, the `status` query and the transcript."""
+
+    step: int
+    kind: StepKind
+    agent: str
+    name: str
+    detail: str = ""
+    tokens: int = 0
+    cost_usd: float = 0.0
+    duration_ms: float = 0.0
+    provider: str | None = None
+    at: datetime | None = None
+
+
+class CompensationRecord(_Model):
+    """A compensation that ran (or failed) while unwinding a saga."""
+
+    step: int
+    name: str
+    """The step's label, usually the tool name."""
+    compensation: str
+    status: Literal["done", "failed"]
+    error: str | None = None
+    at: datetime | None = None
+
+
+ReviewKind = Literal["tool", "final_answer", "budget"]
+
+
+class ReviewRequest(_Model):
+    """What a run waits for a person to decide."""
+
+    request_id: str
+    kind: ReviewKind
+    agent: str
+    tool: str | None = None
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    reasoning: str = ""
+    tokens: int = 0
+    cost_usd: float = 0.0
+    requested_at: datetime | None = None
+    escalated: bool = False
+    parameters: dict[str, Any] | None = None
+    """JSON schema the arguments must fit (for edit-and-approve)."""
+
+
+Decision = Literal["approve", "reject", "edit"]
+
+
+class ReviewInput(_Model):
+    """Argument of the `review` update.
+
+    Attributes:
+        decision: `approve`, `reject`, or `edit` (approve with new `arguments`).
+        request_id: The pending request's id; when given it must match.
+        reviewer: Who decided.
+        comment: Why (the reason, for a rejection).
+        arguments: New tool arguments, for `edit`; validated against the tool's schema.
+    """
+
+    decision: Decision
+    request_id: str | None = None
+    reviewer: str = "anonymous"
+    comment: str | None = None
+    arguments: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _edit_has_args(self) -> ReviewInput:
+        if self.decision == "edit" and self.arguments is None:
+            raise ValueError("decision 'edit' needs 'arguments'")
+        if self.decision != "edit" and self.arguments is not None:
+            raise ValueError("'arguments' only go with decision 'edit'")
+        return self
+
+
+class ApproveSignal(BaseModel):
+    """Payload of the `approve` signal (stock `temporal` CLI friendly)."""
+
+    model_config = ConfigDict(extra="forbid")
+    reviewer: str = "anonymous"
+    comment: str | None = None
+    request_id: str | None = None
+
+
+class RejectSignal(BaseModel):
+    """Payload of the `reject` signal."""
+
+    model_config = ConfigDict(extra="forbid")
+    reviewer: str = "anonymous"
+    reason: str | None = None
+    request_id: str | None = None
+
+
+class ReviewRecord(_Model):
+    """A decision the run acted on."""
+
+    request_id: str
+    kind: ReviewKind
+    tool: str | None = None
+    decision: Literal["approve", "reject", "edit", "timeout", "escalate"]
+    reviewer: str
+    comment: str | None = None
+    arguments: dict[str, Any] | None = None
+    via: Literal["update", "signal", "timeout"]
+    at: datetime | None = None
+
+
+class ReviewOutcome(_Model):
+    """What the `review` update returns to the caller."""
+
+    request_id: str
+    decision: str
+    status: SagaStatus
+    message: str
+
+
+class RejectedSignal(_Model):
+    """A signal the run could not use, kept so `status` can show it."""
+
+    name: str
+    payload: str
+    error: str
+    at: datetime | None = None
+
+
+class SagaResult(_Model):
+    """Output of `AgentSagaWorkflow`."""
+
+    status: SagaStatus
+    reason: str | None = None
+    output: str | None = None
+    team: str = ""
+    final_agent: str | None = None
+    correlation_id: str = ""
+    steps: list[StepRecord] = Field(default_factory=list)
+    compensations: list[CompensationRecord] = Field(default_factory=list)
+    uncompensated: list[str] = Field(default_factory=list)
+    reviews: list[ReviewRecord] = Field(default_factory=list)
+    tokens: int = 0
+    cost_usd: float = 0.0
+
+
+class SagaStatusView(_Model):
+    """Result of the `status` query."""
+
+    status: SagaStatus
+    team: str
+    goal: str
+    active_agent: str
+    step: int
+    turns: int
+    handoffs: int
+    pending_review: ReviewRequest | None = None
+    tokens: int = 0
+    cost_usd: float = 0.0
+    correlation_id: str = ""
+    escalated: bool = False
+    compensations: list[CompensationRecord] = Field(default_factory=list)
+    completed_steps: list[str] = Field(default_factory=list)
+    """Labels of side-effecting steps whose compensations are still registered."""
+    rejected_signals: list[RejectedSignal] = Field(default_factory=list)
+    last_error: str | None = None
+    waiting_for: str | None = None
+
+
+class TranscriptEntry(_Model):
+    """One line of the `transcript` query: a message, a tool call, a handoff or a decision."""
+
+    kind: Literal["message", "tool_call", "tool_result", "handoff", "decision", "compensation", "note"]
+    agent: str | None = None
+    role: str | None = None
+    content: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    step: int = 0

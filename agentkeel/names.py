@@ -1,0 +1,26 @@
+"""Names shared by workers, starters and tests: task queues, workflow and activity names.
+
+Workflow and activity names are part of recorded histories: never rename one.
+"""
+
+from __future__ import annotations
+
+TASK_QUEUE = "agentkeel"
+"""The default task queue every `keel worker` polls."""
+
+NAMESPACE_DEFAULT = "default"
+
+AGENT_SAGA_WORKFLOW = "AgentSagaWorkflow"
+CALL_LLM_ACTIVITY = "call_llm"
+RESOLVE_TEAM_ACTIVITY = "resolve_team"
+
+WORKFLOW_ID_PREFIX = "keel"
+"""Workflow ids are `<prefix>-<team>-<unique part>`: a business prefix plus a unique part."""
+
+HANDOFF_TOOL_PREFIX = "transfer_to_"
+"""Each allowed handoff target of an agent is offered to the model as the tool `transfer_to_<agent>`."""
+
+CORRELATION_HEADER = "X-Correlation-ID"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+AGENT_HEADER = "X-Keel-Agent"
+"""Tells the offline provider which agent is asking, so scenario rules can match on it."""

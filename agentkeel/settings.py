@@ -1,0 +1,102 @@
+"""Settings: one model read from `KEEL_*` environment variables and an optional `keel.toml`.
+
+The Temporal connection is not here: it stays with Temporal's own environment
+configuration (`TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `TEMPORAL_API_KEY`,
+`TEMPORAL_PROFILE`, ...), read by `temporalio.envconfig`.
+
+Secrets (API keys, the encryption key) are read from the environment only and
+are excluded from `repr` and from dumps, so they never reach a log line.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+CONFIG_ENV = "KEEL_CONFIG"
+DEFAULT_CONFIG = "keel.toml"
+
+
+class ConfigError(ValueError):
+    """The configuration file or a `KEEL_*` variable is invalid."""
+
+
+class Settings(BaseModel):
+    """Process settings. Precedence: `KEEL_<FIELD>` env var, then `[keel]` in `keel.toml`, then default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    home: Path = Path(".keel")
+    """Where local state lives: the dev server's SQLite file, the example ledger, logs."""
+    task_queue: str = "agentkeel"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = "INFO"
+    llm_host: str = "127.0.0.1"
+    llm_port: int = 8900
+    ledger_path: Path | None = None
+    """SQLite ledger of the example tools; `<home>/ledger.db` when unset."""
+    teams_dir: Path | None = None
+    """Folder of extra team files (YAML/JSON) registered by name."""
+    ui_url: str = "http://localhost:8233"
+    """Base URL of the Temporal Web UI, used to print run links."""
+    max_concurrent_activities: int = Field(default=200, gt=0)
+    max_concurrent_workflow_tasks: int = Field(default=100, gt=0)
+    encryption_key: SecretStr | None = Field(default=None, exclude=True, repr=False)
+    """AES-GCM key (env `KEEL_ENCRYPTION_KEY` only)."""
+    codec_token: SecretStr | None = Field(default=None, exclude=True, repr=False)
+
+    @property
+    def ledger(self) -> Path:
+        """The example ledger's path."""
+        return self.ledger_path or self.home / "ledger.db"
+
+
+_ENV_ONLY = {"encryption_key", "codec_token"}
+
+
+def config_path() -> Path:
+    """Path of `keel.toml`: `KEEL_CONFIG`, else `./keel.toml`."""
+    return Path(os.environ.get(CONFIG_ENV, DEFAULT_CONFIG))
+
+
+def load_config_file(path: Path | None = None) -> dict[str, Any]:
+    """Read `keel.toml` as a dict; an absent file is an empty config.
+
+    Raises:
+        ConfigError: the file exists but is not valid TOML, or `KEEL_CONFIG` names a missing file.
+    """
+    path = path or config_path()
+    if not path.exists():
+        if CONFIG_ENV in os.environ:
+            raise ConfigError(f"{CONFIG_ENV}={path} does not exist")
+        return {}
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def load_settings(path: Path | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Build the settings from the config file and the environment.
+
+    Raises:
+        ConfigError: a value does not fit its field (one line per problem).
+    """
+    env = dict(os.environ if env is None else env)
+    raw: dict[str, Any] = dict(load_config_file(path).get("keel", {}))
+    for secret in _ENV_ONLY:
+        if secret in raw:
+            raise ConfigError(f"{secret} may only come from the environment (KEEL_{secret.upper()})")
+    for name in Settings.model_fields:
+        value = env.get(f"KEEL_{name.upper()}")
+        if value is not None and value != "":
+            raw[name] = value
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid settings: {problems}") from None

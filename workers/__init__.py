@@ -1,0 +1,1 @@
+"""The worker process: configuration, logging, metrics, and the registration of every workflow and activity."""

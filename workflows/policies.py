@@ -1,0 +1,50 @@
+"""Timeouts and retry policies, one named constant per kind of activity."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from agentkeel import errors
+
+LLM_START_TO_CLOSE = timedelta(seconds=120)
+"""One LLM call, including time spent waiting on a slow provider."""
+LLM_HEARTBEAT = timedelta(seconds=10)
+"""The activity heartbeats every few seconds while the provider thinks; a dead worker is noticed fast."""
+LLM_SCHEDULE_TO_CLOSE = timedelta(minutes=15)
+LLM_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=5,
+    non_retryable_error_types=list(errors.LLM_NON_RETRYABLE),
+)
+"""At most 5 attempts, exponential backoff from 2 s; the server adds jitter.
+
+`LLMRateLimited` and `CircuitOpen` override the backoff with `next_retry_delay`.
+"""
+
+TOOL_START_TO_CLOSE = timedelta(seconds=60)
+TOOL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=6,
+    non_retryable_error_types=list(errors.TOOL_NON_RETRYABLE),
+)
+
+COMPENSATION_START_TO_CLOSE = timedelta(seconds=60)
+COMPENSATION_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=60),
+    maximum_attempts=10,
+)
+"""Compensations are retried longer than forward steps: leaving a side effect behind is the worst outcome."""
+
+RESOLVE_START_TO_CLOSE = timedelta(seconds=10)
+RESOLVE_RETRY = RetryPolicy(maximum_attempts=3, non_retryable_error_types=[errors.UNKNOWN_TEAM])
