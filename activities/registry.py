@@ -1,0 +1,27 @@
+"""Builds every activity the platform's worker registers, with the clients they own."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentkeel.settings import Settings
+
+
+@dataclass
+class ActivitySet:
+    """The activity callables for one worker, and how to release what they hold."""
+
+    activities: list[Callable[..., Any]] = field(default_factory=list)
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def aclose(self) -> None:
+        """Close the clients the activities own (HTTP pools, databases)."""
+        for close in reversed(self.closers):
+            await close()
+
+
+def build_activities(settings: Settings) -> ActivitySet:
+    """Build every activity of the platform for one worker process."""
+    return ActivitySet()

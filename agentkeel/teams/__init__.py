@@ -1,0 +1,89 @@
+"""Team files and the registry of named teams.
+
+A team file is YAML or JSON holding one `TeamSpec`. The registry is the teams
+shipped with the platform (this folder) plus the files in `teams_dir` from the
+settings. Starters read it to validate a name before starting a run; workers
+read it in the `resolve_team` activity so the spec a run used is recorded in
+its history.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from agentkeel.contracts import TeamSpec
+
+BUILTIN_DIR = Path(__file__).parent
+TEAM_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+class TeamFileError(ValueError):
+    """A team file cannot be read or does not describe a valid team."""
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each prefixed by where in the document it is."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def parse_team(data: Any, source: str = "team") -> TeamSpec:
+    """Validate a decoded team document.
+
+    Raises:
+        TeamFileError: with every problem found, prefixed by `source`.
+    """
+    if not isinstance(data, dict):
+        raise TeamFileError(f"{source}: a team file must hold a mapping, got {type(data).__name__}")
+    try:
+        return TeamSpec.model_validate(data)
+    except ValidationError as exc:
+        raise TeamFileError(f"{source}: {format_validation_error(exc)}") from None
+
+
+def load_team_file(path: str | Path) -> TeamSpec:
+    """Read and validate a YAML or JSON team file.
+
+    Raises:
+        TeamFileError: the file is missing, is not YAML/JSON, or is not a valid team.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise TeamFileError(f"{path}: cannot read team file ({exc.strerror})") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TeamFileError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {first}") from None
+    return parse_team(data, str(path))
+
+
+def _team_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix in TEAM_SUFFIXES) if folder.is_dir() else []
+
+
+def load_registry(teams_dir: Path | None = None) -> dict[str, TeamSpec]:
+    """Every registered team by name: the built-in ones, then those in `teams_dir` (which may override).
+
+    Raises:
+        TeamFileError: a file in either folder is invalid; a broken file is never skipped silently.
+    """
+    teams: dict[str, TeamSpec] = {}
+    for folder in (BUILTIN_DIR, teams_dir):
+        if folder is None:
+            continue
+        for path in _team_files(Path(folder)):
+            spec = load_team_file(path)
+            teams[spec.name] = spec
+    return teams

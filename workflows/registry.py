@@ -1,0 +1,5 @@
+"""Every workflow class the platform's worker registers."""
+
+from __future__ import annotations
+
+ALL_WORKFLOWS: list[type] = []
