@@ -305,6 +305,44 @@ class TeamSpec(_Model):
 # --------------------------------------------------------------------------- saga
 
 
+class PendingCompensation(_Model):
+    """A compensation registered by a finished step and not yet run."""
+
+    step: int
+    name: str
+    activity: str
+    request: CompensationRequest
+
+
+class SagaCheckpoint(_Model):
+    """What a run carries across continue-as-new: everything but the (compacted) history."""
+
+    team: TeamSpec
+    correlation_id: str
+    active_agent: str
+    step: int = 0
+    turns: int = 0
+    handoffs: int = 0
+    tool_errors: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+    budget_extensions: int = 0
+    messages: list[ChatMessage] = Field(default_factory=list)
+    compensations: list[PendingCompensation] = Field(default_factory=list)
+    steps: list[StepRecord] = Field(default_factory=list)
+    reviews: list[ReviewRecord] = Field(default_factory=list)
+    transcript: list[TranscriptEntry] = Field(default_factory=list)
+    rejected_signals: list[RejectedSignal] = Field(default_factory=list)
+    visits: list[str] = Field(default_factory=list)
+    pending_review: ReviewRequest | None = None
+    pending_tool_call: ToolCall | None = None
+    """The tool call the pending review is about, replayed after the continue-as-new."""
+    review_deadline: datetime | None = None
+    escalated: bool = False
+    runs: int = 1
+    """How many runs (continue-as-new generations) this saga has had."""
+
+
 class SagaRequest(_Model):
     """Input of `AgentSagaWorkflow`.
 
@@ -316,6 +354,8 @@ class SagaRequest(_Model):
     team_name: str | None = None
     correlation_id: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
+    checkpoint: SagaCheckpoint | None = None
+    """Set only by the workflow itself when it continues as new."""
 
     @model_validator(mode="after")
     def _one_team(self) -> SagaRequest:
@@ -507,3 +547,7 @@ class TranscriptEntry(_Model):
     content: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
     step: int = 0
+
+
+SagaCheckpoint.model_rebuild()
+SagaRequest.model_rebuild()

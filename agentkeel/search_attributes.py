@@ -43,6 +43,8 @@ KEEL_TEAM = SearchAttributeKey.for_keyword("KeelTeam")
 KEEL_CORRELATION_ID = SearchAttributeKey.for_keyword("KeelCorrelationId")
 KEEL_COST_USD = SearchAttributeKey.for_float("KeelCostUsd")
 KEEL_TOKENS = SearchAttributeKey.for_int("KeelTokens")
+KEEL_ESCALATED = SearchAttributeKey.for_bool("KeelEscalated")
+"""Set when a review timed out and was escalated: `KeelEscalated=true` finds runs that need a person now."""
 
 ALL_KEYS: tuple[SearchAttributeKey, ...] = (
     KEEL_STATUS,
@@ -51,12 +53,14 @@ ALL_KEYS: tuple[SearchAttributeKey, ...] = (
     KEEL_CORRELATION_ID,
     KEEL_COST_USD,
     KEEL_TOKENS,
+    KEEL_ESCALATED,
 )
 
 _CLI_TYPE = {
     "KEYWORD": "Keyword",
     "DOUBLE": "Double",
     "INT": "Int",
+    "BOOL": "Bool",
 }
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from temporalio.common import RetryPolicy
-
 from temporalio import workflow
+from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from agentkeel import errors
@@ -27,6 +26,12 @@ LLM_RETRY = RetryPolicy(
 
 `LLMRateLimited` and `CircuitOpen` override the backoff with `next_retry_delay`.
 """
+
+LLM_OUTAGE_PAUSE = timedelta(seconds=20)
+"""When a call fails for want of a provider (down, breakers open, throttled) after its retries,
+the run waits this long on a durable timer and tries again..."""
+LLM_OUTAGE_MAX = timedelta(minutes=15)
+"""...until the outage has lasted this long; then the run fails and compensates."""
 
 TOOL_START_TO_CLOSE = timedelta(seconds=60)
 TOOL_RETRY = RetryPolicy(

@@ -2,4 +2,6 @@
 
 from __future__ import annotations
 
-ALL_WORKFLOWS: list[type] = []
+from workflows.agent_saga import AgentSagaWorkflow
+
+ALL_WORKFLOWS: list[type] = [AgentSagaWorkflow]

@@ -65,7 +65,9 @@ def load_team_file(path: str | Path) -> TeamSpec:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise TeamFileError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {first}") from None
+        raise TeamFileError(
+            f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {first}"
+        ) from None
     return parse_team(data, str(path))
 
 
