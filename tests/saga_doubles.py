@@ -1,0 +1,146 @@
+"""Activity doubles and helpers for workflow tests: a scripted `call_llm`, the real travel tools on a temp ledger."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from temporalio import activity
+from temporalio.client import Client, WorkflowHandle
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
+
+from activities.ledger import Ledger
+from activities.teams import TeamActivities
+from activities.travel import TravelTools
+from agentkeel.contracts import LLMRequest, LLMResult, SagaRequest, SagaResult, TeamSpec, ToolCall
+from agentkeel.names import AGENT_SAGA_WORKFLOW, CALL_LLM_ACTIVITY
+from agentkeel.teams import load_registry
+from workflows.registry import ALL_WORKFLOWS
+
+Reply = dict[str, Any]
+"""`{"content": str, "tool_calls": [(name, args_dict_or_raw_str), ...], "tokens": int}`"""
+
+
+def turn_of(request: LLMRequest) -> int:
+    """1 + the number of earlier answers of the asking agent (same rule as the offline provider)."""
+    return 1 + sum(1 for m in request.messages if m.role == "assistant" and m.name == request.agent)
+
+
+@dataclass
+class ScriptedLLM:
+    """A `call_llm` double answering from a script keyed by (agent, turn)."""
+
+    script: dict[tuple[str, int], Reply]
+    default: Reply = field(default_factory=lambda: {"content": "Done."})
+    calls: list[LLMRequest] = field(default_factory=list)
+
+    def reply(self, request: LLMRequest) -> LLMResult:
+        self.calls.append(request)
+        spec = self.script.get((request.agent or "", turn_of(request)), self.default)
+        calls = []
+        for i, (name, args) in enumerate(spec.get("tool_calls", [])):
+            raw = args if isinstance(args, str) else json.dumps(args)
+            calls.append(ToolCall(id=f"call_{len(self.calls)}_{i}", name=name, arguments=raw))
+        tokens = int(spec.get("tokens", 100))
+        return LLMResult(
+            content=spec.get("content"),
+            tool_calls=calls,
+            finish_reason="tool_calls" if calls else "stop",
+            input_tokens=tokens - tokens // 4,
+            output_tokens=tokens // 4,
+            cost_usd=float(spec.get("cost_usd", tokens * 1e-6)),
+            provider="double",
+            model="scripted",
+        )
+
+    def activity(self) -> Callable[..., Any]:
+        @activity.defn(name=CALL_LLM_ACTIVITY)
+        async def call_llm(request: LLMRequest) -> LLMResult:
+            return self.reply(request)
+
+        return call_llm
+
+
+TRAVEL_SCRIPT: dict[tuple[str, int], Reply] = {
+    ("planner", 1): {"content": "Flights first.", "tool_calls": [("transfer_to_flights", {"note": "PAR-LIS"})]},
+    ("flights", 1): {
+        "tool_calls": [("book_flight", {"origin": "Paris", "destination": "Lisbon", "date": "2026-12-10"})]
+    },
+    ("flights", 2): {"tool_calls": [("transfer_to_hotels", {"note": "3 nights"})]},
+    ("hotels", 1): {"tool_calls": [("book_hotel", {"city": "Lisbon", "check_in": "2026-12-10", "nights": 3})]},
+    ("hotels", 2): {"tool_calls": [("transfer_to_planner", {"note": "booked"})]},
+    ("planner", 2): {
+        "content": "Charging the card.",
+        "tool_calls": [("charge_card", {"amount_usd": 1021.5, "description": "trip"})],
+    },
+    ("planner", 3): {"content": "Your trip is booked."},
+}
+
+
+def travel_team(**changes: Any) -> TeamSpec:
+    """The shipped `travel` team, with top-level fields replaced."""
+    team = load_registry()["travel"]
+    return team.model_copy(update=changes)
+
+
+def travel_with_review(**review: Any) -> TeamSpec:
+    """The travel team with its review policy changed."""
+    team = load_registry()["travel"]
+    return team.model_copy(update={"review": team.review.model_copy(update=review)})
+
+
+@asynccontextmanager
+async def saga_worker(
+    client: Client,
+    task_queue: str,
+    llm: ScriptedLLM,
+    ledger_path: Path,
+    extra: Sequence[Callable[..., Any]] = (),
+    replace: dict[str, Callable[..., Any]] | None = None,
+):
+    """A worker with the saga workflow, the scripted LLM, the real travel tools and `extra` doubles.
+
+    `replace` swaps registered activities by name (for failing doubles).
+    """
+    ledger = Ledger(ledger_path)
+    tools = TravelTools(ledger)
+    acts: dict[str, Callable[..., Any]] = {}
+    for fn in [llm.activity(), *tools.activities(), TeamActivities(None).resolve_team, *extra]:
+        acts[fn.__temporal_activity_definition.name] = fn  # type: ignore[attr-defined]
+    acts.update(replace or {})
+    async with Worker(client, task_queue=task_queue, workflows=ALL_WORKFLOWS, activities=list(acts.values())):
+        try:
+            yield ledger
+        finally:
+            ledger.close()
+
+
+async def start_saga(
+    client: Client, task_queue: str, team: TeamSpec | None = None, goal: str = "Trip to Lisbon", **kw: Any
+) -> WorkflowHandle:
+    """Start `AgentSagaWorkflow` with `team` (default: the registered travel team by name)."""
+    request = SagaRequest(goal=goal, team=team, team_name=None if team else "travel", **kw)
+    return await client.start_workflow(
+        AGENT_SAGA_WORKFLOW,
+        request,
+        id=f"keel-test-{uuid.uuid4().hex[:10]}",
+        task_queue=task_queue,
+        result_type=SagaResult,
+    )
+
+
+def failing_compensation(name: str, attempts: list[int]) -> Callable[..., Any]:
+    """A compensation double that fails on every attempt (retryably); appends each attempt number."""
+
+    @activity.defn(name=name)
+    async def fail(req: Any) -> Any:
+        attempts.append(activity.info().attempt)
+        raise ApplicationError(f"{name} is broken", type="Broken")
+
+    return fail
