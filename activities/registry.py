@@ -6,6 +6,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from activities.ledger import Ledger
+from activities.teams import TeamActivities
+from activities.travel import TravelTools
 from agentkeel.settings import Settings
 
 
@@ -23,5 +26,18 @@ class ActivitySet:
 
 
 def build_activities(settings: Settings) -> ActivitySet:
-    """Build every activity of the platform for one worker process."""
-    return ActivitySet()
+    """Build every activity of the platform for one worker process.
+
+    The clients (HTTP pools per LLM provider, circuit breakers, the ledger) are
+    built once here and shared by every activity execution in the process.
+    """
+    ledger = Ledger(settings.ledger)
+    travel = TravelTools(ledger)
+    teams = TeamActivities(settings.teams_dir)
+    acts = ActivitySet(activities=[teams.resolve_team, *travel.activities()])
+
+    async def close_ledger() -> None:
+        ledger.close()
+
+    acts.closers.append(close_ledger)
+    return acts

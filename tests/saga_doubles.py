@@ -1,4 +1,4 @@
-"""Activity doubles and helpers for workflow tests: a scripted `call_llm`, the real travel tools on a temp ledger."""
+"""Activity doubles for workflow tests: a scripted `call_llm`, the real travel tools on a temp ledger."""
 
 from __future__ import annotations
 
@@ -68,12 +68,17 @@ class ScriptedLLM:
 
 
 TRAVEL_SCRIPT: dict[tuple[str, int], Reply] = {
-    ("planner", 1): {"content": "Flights first.", "tool_calls": [("transfer_to_flights", {"note": "PAR-LIS"})]},
+    ("planner", 1): {
+        "content": "Flights first.",
+        "tool_calls": [("transfer_to_flights", {"note": "PAR-LIS"})],
+    },
     ("flights", 1): {
         "tool_calls": [("book_flight", {"origin": "Paris", "destination": "Lisbon", "date": "2026-12-10"})]
     },
     ("flights", 2): {"tool_calls": [("transfer_to_hotels", {"note": "3 nights"})]},
-    ("hotels", 1): {"tool_calls": [("book_hotel", {"city": "Lisbon", "check_in": "2026-12-10", "nights": 3})]},
+    ("hotels", 1): {
+        "tool_calls": [("book_hotel", {"city": "Lisbon", "check_in": "2026-12-10", "nights": 3})]
+    },
     ("hotels", 2): {"tool_calls": [("transfer_to_planner", {"note": "booked"})]},
     ("planner", 2): {
         "content": "Charging the card.",

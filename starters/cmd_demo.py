@@ -1,0 +1,250 @@
+"""`keel demo`: the main job. Runs the travel-booking example end to end on the embedded stack.
+
+It starts what is not already running (Temporal dev server, offline LLM
+provider, a worker), runs the `travel` team with a live progress view, asks a
+person at the review (or decides by flag), prints the run's UI link and the
+result with its ledger entries, and stops what it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from activities.ledger import Ledger
+from activities.registry import build_activities
+from agentkeel.contracts import SagaResult, SagaStatusView
+from agentkeel.devserver import DevServer, is_listening
+from agentkeel.search_attributes import SagaStatus
+from agentkeel.settings import Settings, load_settings
+from agentkeel.temporal import connect
+from starters.cli import CliError
+
+DEMO_GOAL = "Book a trip from Paris to Lisbon on 2026-12-10 for one traveller: flight plus 3 nights."
+DEMO_TEAM = "travel"
+POLL_S = 0.2
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `keel demo`."""
+    p = subparsers.add_parser(
+        "demo",
+        help="run the travel-booking example end to end (starts what it needs)",
+        description=(
+            "Run the travel example on the embedded stack: it starts the Temporal dev server, the offline "
+            "LLM provider and a worker unless they already run, shows progress, asks for the review "
+            "(approve / reject / edit) on a TTY, and prints the result with its ledger entries."
+        ),
+    )
+    decide = p.add_mutually_exclusive_group()
+    decide.add_argument("--approve", action="store_true", help="approve the review without asking")
+    decide.add_argument("--reject", action="store_true", help="reject the review without asking")
+    p.add_argument("--goal", default=DEMO_GOAL, help="what the travellers want")
+    p.add_argument("--reviewer", default="demo", help="name recorded with the decision")
+    p.add_argument("--in-memory", action="store_true", help="start the server without a SQLite file")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=_run)
+
+
+def _say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+class _Stack:
+    """What the demo started, to stop it on exit."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.server: DevServer | None = None
+        self.provider: Any = None
+
+    async def ensure_server(self, in_memory: bool) -> str:
+        from agentkeel.temporal import connect_config
+
+        address = connect_config()["target_host"]
+        host, _, port = address.rpartition(":")
+        if is_listening(host or "127.0.0.1", int(port)):
+            _say(f"• Temporal server already running at {address}")
+            return address
+        if host not in ("127.0.0.1", "localhost", ""):
+            raise CliError(f"cannot reach Temporal at {address} (TEMPORAL_ADDRESS); start it or unset it")
+        db = None if in_memory else self.settings.home / "temporal.db"
+        self.server = DevServer(port=int(port), db_path=db, stdout=None, stderr=None)
+        _say(f"• starting the Temporal dev server on {self.server.address} (UI {self.server.ui_url})")
+        await self.server.start()
+        return self.server.address
+
+    async def ensure_provider(self) -> None:
+        host, port = self.settings.llm_host, self.settings.llm_port
+        if is_listening(host, port):
+            _say(f"• LLM provider already running at http://{host}:{port}/v1")
+            return
+        from agentkeel.offline.server import OfflineProvider
+
+        self.provider = OfflineProvider(host=host, port=port)
+        await self.provider.start()
+        _say(f"• started the offline LLM provider at {self.provider.base_url}")
+
+    async def stop(self) -> None:
+        if self.provider is not None:
+            await self.provider.stop()
+        if self.server is not None:
+            await self.server.stop()
+
+
+@contextlib.asynccontextmanager
+async def _worker(client: Any, settings: Settings) -> AsyncIterator[None]:
+    from workers.worker import build_worker
+
+    activity_set = build_activities(settings)
+    try:
+        async with build_worker(client, settings, settings.task_queue, activity_set):
+            yield
+    finally:
+        await activity_set.aclose()
+
+
+def _ask(view: SagaStatusView) -> tuple[str, dict[str, Any] | None]:
+    """Ask the person at the terminal: approve, reject or edit."""
+    review = view.pending_review
+    assert review is not None
+    while True:
+        answer = input("  approve, reject or edit? [a/r/e] ").strip().lower()
+        if answer in ("a", "approve", ""):
+            return "approve", None
+        if answer in ("r", "reject"):
+            return "reject", None
+        if answer in ("e", "edit"):
+            raw = input(f"  new arguments as JSON [{json.dumps(review.arguments)}]: ").strip()
+            try:
+                args = json.loads(raw) if raw else review.arguments
+            except json.JSONDecodeError as exc:
+                _say(f"  not valid JSON: {exc.msg}")
+                continue
+            return "edit", args
+
+
+def _decide(args: argparse.Namespace, view: SagaStatusView) -> tuple[str, dict[str, Any] | None]:
+    if args.approve:
+        return "approve", None
+    if args.reject:
+        return "reject", None
+    if sys.stdin.isatty():
+        return _ask(view)
+    _say("  no TTY and no --approve/--reject: approving (the default)")
+    return "approve", None
+
+
+def _progress(view: SagaStatusView, seen: set[str]) -> None:
+    line = (
+        f"  [{view.status.value:<14}] agent={view.active_agent:<8} step={view.step:<3} "
+        f"tokens={view.tokens:<6} ${view.cost_usd:.4f}"
+    )
+    if view.waiting_for:
+        line += f"  waiting for: {view.waiting_for}"
+    if line not in seen:
+        seen.add(line)
+        _say(line)
+
+
+def _print_result(result: SagaResult, ledger_rows: list[Any], ui: str, elapsed: float) -> None:
+    _say()
+    _say(f"Result: {result.status.value}" + (f" ({result.reason})" if result.reason else ""))
+    if result.output:
+        _say(f"Answer: {result.output}")
+    _say(f"Steps ({len(result.steps)}):")
+    for s in result.steps:
+        extra = f" tokens={s.tokens} ${s.cost_usd:.5f}" if s.kind == "llm" else ""
+        _say(f"  {s.step:>3} {s.kind:<10} {s.agent:<8} {s.name:<22} {s.detail[:60]}{extra}")
+    _say(f"Tokens: {result.tokens}   Cost: ${result.cost_usd:.5f}")
+    if result.reviews:
+        for r in result.reviews:
+            _say(
+                f"Review: {r.decision} by {r.reviewer} via {r.via}" + (f" ({r.comment})" if r.comment else "")
+            )
+    if result.compensations:
+        _say("Compensations, in the order they ran:")
+        for i, c in enumerate(result.compensations, 1):
+            _say(f"  {i}. {c.compensation} for {c.name} (step {c.step}): {c.status}")
+    if result.uncompensated:
+        _say("Left uncompensated: " + ", ".join(result.uncompensated))
+    _say("Ledger entries:")
+    for e in ledger_rows:
+        sign = "reverses " + e.reverses.rsplit(":", 1)[-1] if e.reverses else ""
+        _say(f"  #{e.seq:<4} {e.action:<14} {e.ref:<12} {e.amount_usd:>10.2f} USD  {sign}")
+    _say(f"UI: {ui}")
+    _say(f"Finished in {elapsed:.1f} s")
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from starters.client import Keel
+
+    started = time.monotonic()
+    settings = load_settings()
+    stack = _Stack(settings)
+    try:
+        address = await stack.ensure_server(args.in_memory)
+        await stack.ensure_provider()
+        client = await connect(address=address)
+        async with _worker(client, settings):
+            _say(f"• worker polling task queue '{settings.task_queue}'")
+            keel = Keel(client, settings=settings)
+            handle = await keel.start(DEMO_TEAM, args.goal)
+            _say(f"• started {handle.workflow_id}")
+            _say(f"  UI: {handle.ui_url}")
+            seen: set[str] = set()
+            decided = False
+            while True:
+                view = await handle.status()
+                _progress(view, seen)
+                if view.status.is_final:
+                    break
+                if view.pending_review is not None and not decided:
+                    review = view.pending_review
+                    _say(
+                        f"  review {review.request_id}: {review.agent} wants {review.tool}"
+                        f"({json.dumps(review.arguments)}); cost so far ${review.cost_usd:.4f}"
+                    )
+                    decision, new_args = _decide(args, view)
+                    if decision == "approve":
+                        outcome = await handle.approve(reviewer=args.reviewer, request_id=review.request_id)
+                    elif decision == "reject":
+                        outcome = await handle.reject(reviewer=args.reviewer, reason="rejected in the demo")
+                    else:
+                        outcome = await handle.edit(new_args or {}, reviewer=args.reviewer)
+                    _say(f"  → {outcome.message}")
+                    decided = True
+                await asyncio.sleep(POLL_S)
+            result = await handle.result()
+            ledger = Ledger(settings.ledger)
+            rows = ledger.entries(handle.workflow_id)
+            ledger.close()
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "workflow_id": handle.workflow_id,
+                        "ui_url": handle.ui_url,
+                        "result": result.model_dump(mode="json"),
+                        "ledger": [e.__dict__ for e in rows],
+                    },
+                    indent=2,
+                )
+            )
+        else:
+            _print_result(result, rows, handle.ui_url, time.monotonic() - started)
+        if stack.server is not None:
+            _say(
+                f"(the demo started the Temporal server and stops it now; its data stays in "
+                f"{settings.home / 'temporal.db'}; run `keel server` to browse the run in the UI)"
+            )
+        ok = {SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.REJECTED}
+        return 0 if result.status in ok else 1
+    finally:
+        await stack.stop()

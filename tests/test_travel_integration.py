@@ -1,0 +1,180 @@
+"""The `travel` example end to end: real dev server, real worker, offline provider over HTTP, stock CLI.
+
+Set `KEEL_RECORD_HISTORIES=1` to rewrite the checked-in histories in `tests/histories/`
+from these runs (do it when the workflow changes on purpose, with a `workflow.patched` guard).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowHandle, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.service import RPCError
+from temporalio.worker import Replayer
+
+from activities.ledger import Ledger
+from activities.registry import build_activities
+from agentkeel.contracts import ReviewInput, ReviewOutcome, SagaRequest, SagaResult, SagaStatusView
+from agentkeel.names import AGENT_SAGA_WORKFLOW
+from agentkeel.search_attributes import SagaStatus
+from workers.worker import build_worker
+from workflows.registry import ALL_WORKFLOWS
+
+pytestmark = pytest.mark.integration
+
+HISTORY_DIR = Path(__file__).parent / "histories"
+TEMPORAL = str(Path(sys.executable).parent / "temporal")
+RECORDED: list[Any] = []
+
+
+@pytest.fixture
+def travel_settings(worker_settings, offline_llm, task_queue):
+    return worker_settings.model_copy(
+        update={"llm_port": offline_llm.port, "llm_host": "127.0.0.1", "task_queue": task_queue}
+    )
+
+
+@contextlib.asynccontextmanager
+async def _worker(client, settings, task_queue: str):
+    activity_set = build_activities(settings)
+    try:
+        async with build_worker(client, settings, task_queue, activity_set):
+            yield
+    finally:
+        await activity_set.aclose()
+
+
+async def _start(client, task_queue: str, goal: str = "Trip to Lisbon, Dec 10, 3 nights") -> WorkflowHandle:
+    return await client.start_workflow(
+        AGENT_SAGA_WORKFLOW,
+        SagaRequest(goal=goal, team_name="travel"),
+        id=f"keel-travel-{uuid.uuid4().hex[:12]}",
+        task_queue=task_queue,
+        result_type=SagaResult,
+        static_summary=f"travel: {goal}",
+    )
+
+
+async def _wait_status(handle: WorkflowHandle, status: SagaStatus, within: float = 30) -> SagaStatusView:
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        view = await handle.query("status", result_type=SagaStatusView)
+        if view.status == status:
+            return view
+        assert not view.status.is_final, f"run ended {view.status}: {view.last_error}"
+        assert asyncio.get_running_loop().time() < deadline, f"still {view.status}"
+        await asyncio.sleep(0.1)
+
+
+def _cli(*args: str, address: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [TEMPORAL, *args, "--address", address], capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+async def _record(handle: WorkflowHandle, name: str) -> None:
+    history = await handle.fetch_history()
+    RECORDED.append(history)
+    if os.environ.get("KEEL_RECORD_HISTORIES"):
+        HISTORY_DIR.mkdir(exist_ok=True)
+        (HISTORY_DIR / f"{name}.json").write_text(history.to_json())
+
+
+async def test_travel_approved_with_the_stock_cli(dev_server, travel_settings, task_queue):
+    client = dev_server.client
+    async with _worker(client, travel_settings, task_queue):
+        handle = await _start(client, task_queue)
+        view = await _wait_status(handle, SagaStatus.AWAITING_REVIEW)
+        assert view.pending_review.tool == "charge_card"
+        assert view.tokens > 0 and view.cost_usd > 0
+        # Visible to the stock CLI through the search attribute (visibility is eventually consistent).
+        for _ in range(50):
+            listed = _cli(
+                "workflow",
+                "list",
+                "--query",
+                'KeelStatus="AwaitingReview"',
+                "-o",
+                "json",
+                address=dev_server.address,
+            )
+            if handle.id in listed.stdout:
+                break
+            await asyncio.sleep(0.2)
+        assert handle.id in listed.stdout, listed.stderr
+        signalled = _cli(
+            "workflow",
+            "signal",
+            "--workflow-id",
+            handle.id,
+            "--name",
+            "approve",
+            "--input",
+            '{"reviewer": "ana"}',
+            address=dev_server.address,
+        )
+        assert signalled.returncode == 0, signalled.stderr
+        result = await handle.result()
+        assert result.status == SagaStatus.COMPLETED, result.reason
+        assert result.reviews[0].reviewer == "ana"
+        ledger = Ledger(travel_settings.ledger)
+        actions = [e.action for e in ledger.entries(handle.id)]
+        ledger.close()
+        assert actions == ["book_flight", "book_hotel", "charge_card"]
+        desc = await handle.describe()
+        assert desc.static_summary == "travel: Trip to Lisbon, Dec 10, 3 nights"
+        await _record(handle, "travel_approved")
+        # An update to a finished run gets a clear error, not a hang.
+        with pytest.raises((RPCError, WorkflowUpdateRPCTimeoutOrCancelledError)):
+            await handle.execute_update("review", ReviewInput(decision="approve"))
+
+
+async def test_travel_rejected_compensates_in_reverse(dev_server, travel_settings, task_queue):
+    client = dev_server.client
+    async with _worker(client, travel_settings, task_queue):
+        handle = await _start(client, task_queue)
+        await _wait_status(handle, SagaStatus.AWAITING_REVIEW)
+        outcome = await handle.execute_update(
+            "review",
+            ReviewInput(decision="reject", reviewer="ana", comment="over budget"),
+            result_type=ReviewOutcome,
+        )
+        assert outcome.status == SagaStatus.COMPENSATING
+        result = await handle.result()
+        assert result.status == SagaStatus.COMPENSATED
+        assert [c.compensation for c in result.compensations] == ["cancel_hotel", "cancel_flight"]
+        ledger = Ledger(travel_settings.ledger)
+        entries = ledger.entries(handle.id)
+        ledger.close()
+        assert [e.action for e in entries] == ["book_flight", "book_hotel", "cancel_hotel", "cancel_flight"]
+        assert entries[2].reverses == entries[1].idempotency_key
+        assert entries[3].reverses == entries[0].idempotency_key
+        await _record(handle, "travel_rejected")
+
+
+async def test_replay_integration_histories():
+    assert RECORDED, "the integration tests above record their histories"
+    replayer = Replayer(workflows=ALL_WORKFLOWS)
+    for history in RECORDED:
+        await replayer.replay_workflow(history)
+
+
+@pytest.mark.unit
+async def test_replay_checked_in_histories():
+    files = sorted(HISTORY_DIR.glob("*.json"))
+    assert {f.stem for f in files} >= {"travel_approved", "travel_rejected"}
+    replayer = Replayer(workflows=ALL_WORKFLOWS)
+    for path in files:
+        from temporalio.client import WorkflowHistory
+
+        history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
+        await replayer.replay_workflow(history)
