@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import CancelledError
 from temporalio.worker import Replayer
 
@@ -340,7 +341,7 @@ async def test_continue_as_new_carries_the_saga(client, task_queue, tmp_path, mo
 
 async def test_replay_every_history():
     assert HISTORIES, "the tests above record their histories"
-    replayer = Replayer(workflows=ALL_WORKFLOWS)
+    replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter)
     for history in HISTORIES:
         await replayer.replay_workflow(history)
 

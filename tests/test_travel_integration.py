@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from temporalio.client import WorkflowHandle, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.worker import Replayer
 
@@ -163,7 +164,7 @@ async def test_travel_rejected_compensates_in_reverse(dev_server, travel_setting
 
 async def test_replay_integration_histories():
     assert RECORDED, "the integration tests above record their histories"
-    replayer = Replayer(workflows=ALL_WORKFLOWS)
+    replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter)
     for history in RECORDED:
         await replayer.replay_workflow(history)
 
@@ -172,7 +173,7 @@ async def test_replay_integration_histories():
 async def test_replay_checked_in_histories():
     files = sorted(HISTORY_DIR.glob("*.json"))
     assert {f.stem for f in files} >= {"travel_approved", "travel_rejected"}
-    replayer = Replayer(workflows=ALL_WORKFLOWS)
+    replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter)
     for path in files:
         from temporalio.client import WorkflowHistory
 
