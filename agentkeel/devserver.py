@@ -68,13 +68,18 @@ def is_listening(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-async def answers(address: str, timeout: float = 3.0) -> bool:
-    """Whether a Temporal frontend answers gRPC at `address` (`host:port`): connect and check health."""
+async def answers(address: str, within: float = 3.0) -> bool:
+    """Whether a Temporal frontend answers gRPC at `address` (`host:port`): connect and check health.
+
+    Args:
+        address: `host:port`.
+        within: Seconds allowed for the connection and for the health check each.
+    """
     from temporalio.client import Client
 
     try:
-        client = await asyncio.wait_for(Client.connect(address, namespace="default"), timeout)
-        return bool(await client.service_client.check_health(timeout=timedelta(seconds=timeout)))
+        client = await asyncio.wait_for(Client.connect(address, namespace="default"), within)
+        return bool(await client.service_client.check_health(timeout=timedelta(seconds=within)))
     except Exception:
         return False
 
@@ -229,8 +234,8 @@ class DevServer:
         )
         return self.process
 
-    async def start(self, timeout: float = START_TIMEOUT) -> DevServer:
-        """Start the server and wait until it answers gRPC.
+    async def start(self, within: float = START_TIMEOUT) -> DevServer:
+        """Start the server and wait until it answers gRPC (at most `within` seconds).
 
         Raises:
             DevServerError: the port is taken, the process exited, or it did not answer in time.
@@ -239,43 +244,50 @@ class DevServer:
             raise DevServerError(f"port {self.port} on {self.ip} is already in use")
         self.launch()
         try:
-            await self.wait_ready(timeout)
+            await self.wait_ready(within)
         except BaseException:
             await self.stop()
             raise
         return self
 
-    async def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
+    async def wait_ready(self, within: float = START_TIMEOUT) -> None:
         """Poll until the frontend answers a health check.
 
         Raises:
-            DevServerError: the process exited, or `timeout` seconds passed.
+            DevServerError: the process exited, or `within` seconds passed.
         """
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while True:
             if self.process is not None and self.process.poll() is not None:
                 raise DevServerError(
                     f"temporal server start-dev exited with code {self.process.returncode} "
                     f"before answering on {self.address}"
                 )
-            if is_listening(self._client_host, self.port, timeout=0.2) and await answers(self.address, 2.0):
+            if is_listening(self._client_host, self.port, timeout=0.2) and await answers(
+                self.address, within=2.0
+            ):
                 return
             if time.monotonic() > deadline:
-                raise DevServerError(f"Temporal dev server did not answer on {self.address} within {timeout:.0f}s")
+                raise DevServerError(
+                    f"Temporal dev server did not answer on {self.address} within {within:.0f}s"
+                )
             await asyncio.sleep(0.1)
 
-    async def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
-        """SIGTERM, wait up to `timeout` seconds, then SIGKILL. Returns the exit code (None if never started)."""
+    async def stop(self, grace: float = STOP_TIMEOUT) -> int | None:
+        """SIGTERM, wait up to `grace` seconds, then SIGKILL.
+
+        Returns:
+            The exit code, or None if the server was never started.
+        """
         process = self.process
         if process is None:
             return None
         if process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while process.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
-            if process.poll() is None:
+            try:
+                await asyncio.to_thread(process.wait, grace)
+            except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 await asyncio.to_thread(process.wait)

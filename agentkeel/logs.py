@@ -22,7 +22,7 @@ import logging
 import os
 import sys
 from collections.abc import MutableMapping
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 import structlog
 
@@ -36,7 +36,10 @@ _RENAMES = {"workflow_run_id": "run_id"}
 _QUIET = ("httpx", "httpcore", "openai", "asyncio")
 
 
-def _flatten_temporal_extras(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+EventDict = MutableMapping[str, Any]
+
+
+def _flatten_temporal_extras(_: Any, __: str, event_dict: EventDict) -> EventDict:
     """Lift `temporal_workflow` / `temporal_activity` extras into top-level fields.
 
     Values already in the event (bound by the interceptor or passed by the
@@ -50,7 +53,7 @@ def _flatten_temporal_extras(_: Any, __: str, event_dict: MutableMapping[str, An
     return event_dict
 
 
-def _drop_color_message(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def _drop_color_message(_: Any, __: str, event_dict: EventDict) -> EventDict:
     event_dict.pop("color_message", None)
     return event_dict
 
@@ -63,22 +66,32 @@ def resolve_format(fmt: str | None = None) -> LogFormat:
 
     Returns:
         `json` or `console` (`auto` means console on a TTY, JSON otherwise).
+
+    Raises:
+        ValueError: `fmt` itself is not a known format (a bad setting falls back to `auto`:
+            the settings loader reports it, logging must still work to say so).
     """
+    if fmt is not None and fmt not in ("json", "console", "auto"):
+        raise ValueError(f"unknown log format {fmt!r} (expected json or console)")
     choice = fmt or _setting("log_format") or "auto"
-    if choice == "auto":
-        return "console" if sys.stderr.isatty() else "json"
-    if choice not in ("json", "console"):
-        raise ValueError(f"unknown log format {choice!r} (expected json or console)")
-    return choice  # type: ignore[return-value]
+    if choice == "json" or choice == "console":
+        return choice
+    return "console" if sys.stderr.isatty() else "json"
 
 
 def resolve_level(level: str | None = None) -> int:
-    """The numeric level for `level`, else `KEEL_LOG_LEVEL`/`keel.toml`, else INFO."""
-    name = (level or _setting("log_level") or "INFO").upper()
-    value = logging.getLevelName(name)
-    if not isinstance(value, int):
-        raise ValueError(f"unknown log level {name!r}")
-    return value
+    """The numeric level for `level`, else `KEEL_LOG_LEVEL`/`keel.toml`, else INFO.
+
+    Raises:
+        ValueError: `level` itself is not a level name (a bad setting falls back to INFO).
+    """
+    if level is not None:
+        value = logging.getLevelName(level.upper())
+        if not isinstance(value, int):
+            raise ValueError(f"unknown log level {level!r}")
+        return value
+    value = logging.getLevelName((_setting("log_level") or "INFO").upper())
+    return value if isinstance(value, int) else logging.INFO
 
 
 def _setting(name: str) -> str | None:
@@ -95,12 +108,15 @@ def _setting(name: str) -> str | None:
         return None
 
 
-def configure_logging(fmt: str | None = None, level: str | None = None) -> None:
+def configure_logging(
+    fmt: str | None = None, level: str | None = None, *, stream: TextIO | None = None
+) -> None:
     """Configure structlog and the stdlib root logger; safe to call again (it replaces, never stacks).
 
     Args:
         fmt: `json`, `console`, `auto` or None (see `resolve_format`).
         level: Level name such as `INFO` or `DEBUG`; None reads `KEEL_LOG_LEVEL` or `keel.toml`.
+        stream: Where lines go; default standard error (stdout stays for command output).
     """
     rendering = resolve_format(fmt)
     numeric_level = resolve_level(level)
@@ -129,7 +145,7 @@ def configure_logging(fmt: str | None = None, level: str | None = None) -> None:
             *final,
         ],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(formatter)
 
