@@ -1,0 +1,526 @@
+"""Scenario files of the offline provider: scripted, deterministic answers to chat completions.
+
+A scenario is a YAML or JSON file holding an ordered list of rules. For each
+request the provider walks the rules of every loaded scenario in order
+(`--scenario` files first, then the built-in `agentkeel/scenarios/`) and
+answers with the first rule that matches::
+
+    name: travel
+    rules:                       # first match wins
+      - agent: planner           # optional: the asking agent (see below)
+        turn: 1                  # optional: 1 + earlier answers of that agent in the conversation
+        model: scripted          # optional: the requested model
+        last_role: user          # optional: role of the last message
+        last_contains: "flight"  # optional: substring of the last message's content (case-insensitive)
+        respond:
+          content: "text"        # and/or
+          tool_calls:
+            - name: transfer_to_flights
+              arguments: {note: "book a flight"}   # a dict becomes a JSON string; a string is sent as is
+          json: {...}            # the answer's content is this value as JSON (for response_format)
+          usage: {prompt_tokens: 120, completion_tokens: 30}   # optional override
+          status: 500            # optional: answer with this HTTP error instead (scripted faults)
+          message: "..."         # optional: the error message when `status` is set
+
+The asking agent is the `X-Keel-Agent` request header; without it, the name
+after `agent:` in the system prompt, else the system message's `name`. When
+none of those is present, a rule's `agent` still matches a system prompt that
+contains the agent's name as a word.
+
+The turn is 1 + the number of assistant messages in the request whose `name`
+is the agent (every assistant message when the agent is unknown), so a
+conversation replayed after a retry gets the same answer.
+
+With no matching rule the answer is a deterministic default: with a JSON
+response format, a minimal JSON document fitting the schema (`{}` for
+`json_object`); otherwise the text `Done: <first 80 characters of the last
+user or tool message>`, never a tool call, so agent loops end.
+
+Usage, when not scripted, is about one token per four characters of the
+prompt and of the answer, at least 1 each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+"""Folder of the scenarios every provider loads (`agentkeel/scenarios/`)."""
+
+DEFAULT_TEXT_CHARS = 80
+"""How much of the last user/tool message the default text answer quotes."""
+
+
+class ScenarioError(ValueError):
+    """A scenario file cannot be read or does not fit the format (message is one line)."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScriptedToolCall(_Strict):
+    """A tool call a rule answers with."""
+
+    name: str = Field(min_length=1)
+    arguments: dict[str, Any] | str = Field(default_factory=dict)
+    id: str | None = None
+
+    def arguments_json(self) -> str:
+        """The arguments as the JSON string the API carries."""
+        if isinstance(self.arguments, str):
+            return self.arguments
+        return json.dumps(self.arguments, ensure_ascii=False)
+
+
+class ScriptedUsage(_Strict):
+    """A usage override; a missing count is estimated."""
+
+    prompt_tokens: int | None = Field(default=None, ge=0)
+    completion_tokens: int | None = Field(default=None, ge=0)
+
+
+class Respond(_Strict):
+    """What a matching rule answers."""
+
+    content: str | None = None
+    tool_calls: list[ScriptedToolCall] = Field(default_factory=list)
+    json_value: Any = Field(default=None, alias="json")
+    usage: ScriptedUsage | None = None
+    status: int | None = Field(default=None, ge=400, le=599)
+    message: str | None = None
+    finish_reason: str | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _says_something(self) -> Respond:
+        fields = self.model_fields_set
+        if not ({"content", "tool_calls", "json_value", "status"} & fields):
+            raise ValueError("respond needs content, tool_calls, json or status")
+        if "json_value" in fields and "content" in fields:
+            raise ValueError("respond takes content or json, not both")
+        return self
+
+
+class Rule(_Strict):
+    """One scripted answer and the conditions under which it is given."""
+
+    agent: str | None = None
+    turn: int | None = Field(default=None, ge=1)
+    model: str | None = None
+    last_role: Literal["system", "user", "assistant", "tool"] | None = None
+    last_contains: str | None = None
+    respond: Respond
+
+
+class Scenario(_Strict):
+    """A named, ordered list of rules."""
+
+    name: str = Field(min_length=1)
+    rules: list[Rule] = Field(default_factory=list)
+    source: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
+
+
+def load_scenario(path: Path) -> Scenario:
+    """Read one scenario file (`.yaml`, `.yml` or `.json`).
+
+    Raises:
+        ScenarioError: unreadable, not YAML/JSON, or not the scenario format.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ScenarioError(f"scenario {path}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        detail = " ".join(str(exc).split())
+        raise ScenarioError(
+            f"scenario {path}: not valid {path.suffix.lstrip('.').upper()}: {detail}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ScenarioError(f"scenario {path}: expected a mapping with `name` and `rules`")
+    data.setdefault("name", path.stem)
+    try:
+        return Scenario.model_validate({**data, "source": str(path)})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, err['loc'])) or '(top)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ScenarioError(f"scenario {path}: {problems}") from None
+
+
+def scenario_files(paths: Iterable[Path | str] = (), builtin: bool = True) -> list[Path]:
+    """The files to load: the given paths (a folder means its `*.yaml`/`*.yml`/`*.json`), then built-ins."""
+    files: list[Path] = []
+    folders = [Path(p) for p in paths]
+    if builtin and BUILTIN_DIR.is_dir():
+        folders.append(BUILTIN_DIR)
+    for entry in folders:
+        if entry.is_dir():
+            files.extend(sorted(p for p in entry.iterdir() if p.suffix in (".yaml", ".yml", ".json")))
+        else:
+            files.append(entry)
+    seen: set[Path] = set()
+    unique = []
+    for f in files:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique
+
+
+def load_scenarios(paths: Iterable[Path | str] = (), builtin: bool = True) -> list[Scenario]:
+    """Load every scenario, in matching order.
+
+    Raises:
+        ScenarioError: for the first invalid or missing file.
+    """
+    return [load_scenario(p) for p in scenario_files(paths, builtin)]
+
+
+# --------------------------------------------------------------------------- matching
+
+
+_AGENT_IN_PROMPT = re.compile(r"\bagent:\s*([A-Za-z0-9_.\-]+)", re.IGNORECASE)
+
+
+def _text(content: Any) -> str:
+    """The text of a message's content (a string or a list of content parts)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+            elif isinstance(part, str):
+                parts.append(part)
+        return "\n".join(parts)
+    return str(content)
+
+
+@dataclass(frozen=True)
+class ChatContext:
+    """What rules match on, read once from a chat-completions request."""
+
+    messages: list[dict[str, Any]]
+    agent: str | None
+    model: str
+    system_prompt: str
+    response_schema: dict[str, Any] | None
+    json_mode: bool
+    header_agent: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_request(cls, body: Mapping[str, Any], header_agent: str | None = None) -> ChatContext:
+        """Build the context of a (validated) request body and its `X-Keel-Agent` header."""
+        messages = [m for m in body.get("messages", []) if isinstance(m, Mapping)]
+        system = next((m for m in messages if m.get("role") in ("system", "developer")), None)
+        system_prompt = _text(system.get("content")) if system else ""
+        agent = (header_agent or "").strip() or None
+        if agent is None and system_prompt:
+            found = _AGENT_IN_PROMPT.search(system_prompt)
+            agent = found.group(1).rstrip(".") if found else None
+        if agent is None and system and isinstance(system.get("name"), str) and system["name"]:
+            agent = system["name"]
+        schema, json_mode = None, False
+        fmt = body.get("response_format")
+        if isinstance(fmt, Mapping):
+            if fmt.get("type") == "json_schema":
+                spec = fmt.get("json_schema")
+                schema = spec.get("schema") if isinstance(spec, Mapping) else None
+                schema = schema if isinstance(schema, dict) else {}
+                json_mode = True
+            elif fmt.get("type") == "json_object":
+                json_mode = True
+        return cls(
+            messages=[dict(m) for m in messages],
+            agent=agent,
+            model=str(body.get("model", "")),
+            system_prompt=system_prompt,
+            response_schema=schema,
+            json_mode=json_mode,
+            header_agent=bool(header_agent),
+        )
+
+    def turn(self, agent: str | None) -> int:
+        """1 + the assistant messages answered by `agent` (all of them when `agent` is None)."""
+        return 1 + sum(
+            1
+            for m in self.messages
+            if m.get("role") == "assistant" and (agent is None or m.get("name") == agent)
+        )
+
+    @property
+    def last(self) -> dict[str, Any]:
+        """The last message (empty when there is none)."""
+        return self.messages[-1] if self.messages else {}
+
+    def rule_agent(self, rule: Rule) -> tuple[bool, str | None]:
+        """Whether `rule`'s agent condition holds, and the agent to count turns for."""
+        if rule.agent is None:
+            return True, self.agent
+        if self.agent is not None:
+            return self.agent == rule.agent, self.agent
+        # Unknown agent: fall back to the agent's name as a word of the system prompt.
+        if re.search(rf"\b{re.escape(rule.agent)}\b", self.system_prompt, re.IGNORECASE):
+            return True, rule.agent
+        return False, None
+
+    def matches(self, rule: Rule) -> bool:
+        """Whether every condition of `rule` holds for this request."""
+        ok, agent = self.rule_agent(rule)
+        if not ok:
+            return False
+        if rule.model is not None and rule.model != self.model:
+            return False
+        if rule.turn is not None and rule.turn != self.turn(agent):
+            return False
+        if rule.last_role is not None and self.last.get("role") != rule.last_role:
+            return False
+        return not (
+            rule.last_contains is not None
+            and rule.last_contains.lower() not in _text(self.last.get("content")).lower()
+        )
+
+
+def find_rule(scenarios: Iterable[Scenario], ctx: ChatContext) -> tuple[Scenario, Rule] | None:
+    """The first rule of the first scenario that matches, if any."""
+    for scenario in scenarios:
+        for rule in scenario.rules:
+            if ctx.matches(rule):
+                return scenario, rule
+    return None
+
+
+# --------------------------------------------------------------------------- answers
+
+
+@dataclass
+class Answer:
+    """A completed answer, before it is shaped into the API's JSON."""
+
+    content: str | None
+    tool_calls: list[dict[str, Any]]
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    status: int | None = None
+    error_message: str | None = None
+    rule: str | None = None
+
+
+def estimate_tokens(text: str) -> int:
+    """About one token per four characters, at least 1."""
+    return max(1, len(text) // 4)
+
+
+def prompt_text(body: Mapping[str, Any]) -> str:
+    """Everything in a request that counts as prompt: messages, their tool calls, the tool schemas."""
+    chunks: list[str] = []
+    for m in body.get("messages", []):
+        if not isinstance(m, Mapping):
+            continue
+        chunks.append(_text(m.get("content")))
+        for call in m.get("tool_calls") or []:
+            if isinstance(call, Mapping) and isinstance(call.get("function"), Mapping):
+                fn = call["function"]
+                chunks.append(f"{fn.get('name', '')}{fn.get('arguments', '')}")
+    if body.get("tools"):
+        chunks.append(json.dumps(body["tools"], sort_keys=True))
+    return "\n".join(chunks)
+
+
+def _call_id(ctx: ChatContext, index: int, name: str) -> str:
+    # Deterministic and unique within a conversation: the conversation so far differs at every turn.
+    seed = json.dumps(
+        [ctx.agent, len(ctx.messages), ctx.messages[-3:], index, name], sort_keys=True, default=str
+    )
+    return "call_" + hashlib.sha256(seed.encode()).hexdigest()[:24]
+
+
+def answer(scenarios: Iterable[Scenario], body: Mapping[str, Any], header_agent: str | None = None) -> Answer:
+    """The provider's answer to a chat-completions request body (already validated)."""
+    ctx = ChatContext.from_request(body, header_agent)
+    prompt_tokens = estimate_tokens(prompt_text(body))
+    found = find_rule(scenarios, ctx)
+    if found is None:
+        content = default_content(ctx)
+        return Answer(content, [], "stop", prompt_tokens, estimate_tokens(content))
+    scenario, rule = found
+    respond = rule.respond
+    label = f"{scenario.name}#{scenario.rules.index(rule) + 1}"
+    if respond.status is not None:
+        return Answer(
+            None, [], "stop", 0, 0, status=respond.status, error_message=respond.message, rule=label
+        )
+    content = respond.content
+    if "json_value" in respond.model_fields_set:
+        content = json.dumps(respond.json_value, ensure_ascii=False)
+    calls = [
+        {
+            "id": call.id or _call_id(ctx, i, call.name),
+            "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments_json()},
+        }
+        for i, call in enumerate(respond.tool_calls)
+    ]
+    completion_text = (content or "") + "".join(
+        c["function"]["name"] + c["function"]["arguments"] for c in calls
+    )
+    usage = respond.usage or ScriptedUsage()
+    return Answer(
+        content=content,
+        tool_calls=calls,
+        finish_reason=respond.finish_reason or ("tool_calls" if calls else "stop"),
+        prompt_tokens=usage.prompt_tokens if usage.prompt_tokens is not None else prompt_tokens,
+        completion_tokens=(
+            usage.completion_tokens
+            if usage.completion_tokens is not None
+            else estimate_tokens(completion_text)
+        ),
+        rule=label,
+    )
+
+
+def default_content(ctx: ChatContext) -> str:
+    """The answer when no rule matches: minimal JSON for a JSON format, else `Done: ...`."""
+    if ctx.response_schema is not None:
+        return json.dumps(minimal_instance(ctx.response_schema), ensure_ascii=False)
+    if ctx.json_mode:
+        return "{}"
+    last = next((m for m in reversed(ctx.messages) if m.get("role") in ("user", "tool")), None)
+    quoted = " ".join(_text(last.get("content")).split())[:DEFAULT_TEXT_CHARS] if last else ""
+    return f"Done: {quoted}" if quoted else "Done."
+
+
+def minimal_instance(schema: Any, root: Any = None, depth: int = 0) -> Any:
+    """A small JSON value that fits `schema`: required properties only, "", 0, false, first enum value.
+
+    Handles `$ref` (local), `const`, `enum`, `default`, `anyOf`/`oneOf` (first non-null branch),
+    `allOf` (merged), type lists, `minItems`, `minLength`, `minimum`/`exclusiveMinimum`.
+    """
+    root = schema if root is None else root
+    if depth > 32 or not isinstance(schema, Mapping):
+        return None if schema is False else {}
+    if "$ref" in schema and isinstance(schema["$ref"], str):
+        return minimal_instance(_resolve_ref(root, schema["$ref"]), root, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    if "default" in schema:
+        return schema["default"]
+    for key in ("anyOf", "oneOf"):
+        branches = schema.get(key)
+        if isinstance(branches, list) and branches:
+            non_null = [b for b in branches if not (isinstance(b, Mapping) and b.get("type") == "null")]
+            return minimal_instance((non_null or branches)[0], root, depth + 1)
+    if isinstance(schema.get("allOf"), list):
+        merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
+        for part in schema["allOf"]:
+            part = _resolve_ref(root, part["$ref"]) if isinstance(part, Mapping) and "$ref" in part else part
+            if isinstance(part, Mapping):
+                merged.setdefault("properties", {}).update(part.get("properties", {}))
+                merged["required"] = [*merged.get("required", []), *part.get("required", [])]
+                for k, v in part.items():
+                    if k not in ("properties", "required"):
+                        merged.setdefault(k, v)
+        return minimal_instance(merged, root, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), kind[0] if kind else None)
+    if kind is None:
+        kind = "object" if "properties" in schema else ("array" if "items" in schema else None)
+    if kind == "object":
+        props = schema.get("properties", {}) if isinstance(schema.get("properties"), Mapping) else {}
+        return {
+            name: minimal_instance(props.get(name, {}), root, depth + 1)
+            for name in schema.get("required", [])
+            if isinstance(name, str)
+        }
+    if kind == "array":
+        count = int(schema.get("minItems", 0) or 0)
+        items = schema.get("items", {})
+        prefix = schema.get("prefixItems")
+        if isinstance(prefix, list):
+            values = [minimal_instance(p, root, depth + 1) for p in prefix]
+            return values + [minimal_instance(items, root, depth + 1) for _ in range(count - len(values))]
+        return [minimal_instance(items, root, depth + 1) for _ in range(count)]
+    if kind == "string":
+        sample = _FORMAT_SAMPLES.get(str(schema.get("format", "")), "")
+        return sample or "x" * int(schema.get("minLength", 0) or 0)
+    if kind in ("integer", "number"):
+        return _minimal_number(schema, integer=kind == "integer")
+    if kind == "boolean":
+        return False
+    if kind == "null":
+        return None
+    return {}
+
+
+_FORMAT_SAMPLES = {
+    "date": "2000-01-01",
+    "date-time": "2000-01-01T00:00:00Z",
+    "time": "00:00:00Z",
+    "email": "user@example.com",
+    "uri": "https://example.com/",
+    "uuid": "00000000-0000-0000-0000-000000000000",
+    "ipv4": "127.0.0.1",
+}
+"""Values for string formats, where an empty string would not fit."""
+
+
+def _minimal_number(schema: Mapping[str, Any], integer: bool) -> int | float:
+    """0, moved into `[minimum, maximum]` (and past exclusive bounds) when 0 lies outside."""
+
+    def bound(key: str) -> float | None:
+        value = schema.get(key)
+        return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    value: float = 0
+    low, high = bound("minimum"), bound("maximum")
+    low_x, high_x = bound("exclusiveMinimum"), bound("exclusiveMaximum")
+    if low is not None and value < low:
+        value = low
+    if low_x is not None and value <= low_x:
+        value = low_x + 1
+    if high is not None and value > high:
+        value = high
+    if high_x is not None and value >= high_x:
+        value = high_x - 1
+    return int(value) if integer or float(value).is_integer() else value
+
+
+def _resolve_ref(root: Any, ref: str) -> Any:
+    if not ref.startswith("#"):
+        return {}
+    node = root
+    for part in ref.lstrip("#").split("/"):
+        if not part:
+            continue
+        part = part.replace("~1", "/").replace("~0", "~")
+        if not isinstance(node, Mapping) or part not in node:
+            return {}
+        node = node[part]
+    return node
