@@ -16,7 +16,6 @@ from urllib.parse import quote
 
 import temporalio.client
 import temporalio.runtime
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 
 from agentkeel.names import NAMESPACE_DEFAULT
@@ -104,7 +103,11 @@ async def connect(
     """
     config = connect_config(address=address, namespace=namespace)
     config.update(overrides)
-    config.setdefault("data_converter", pydantic_data_converter)
+    if "data_converter" not in config:
+        # Every client and worker shares one codec: compression always, encryption with KEEL_ENCRYPTION_KEY.
+        from agentkeel.codec import build_data_converter
+
+        config["data_converter"] = build_data_converter()
     config.setdefault("connect_timeout", CONNECT_TIMEOUT)
     if interceptors:
         config["interceptors"] = list(interceptors)

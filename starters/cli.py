@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "starters.cmd_llm",
     "starters.cmd_runs",
     "starters.cmd_demo",
+    "starters.cmd_codec",
 )
 
 
