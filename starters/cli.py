@@ -81,6 +81,19 @@ def run(argv: Sequence[str] | None = None) -> int:
     except CliError as exc:
         print(f"keel: {exc}", file=sys.stderr)
         return exc.code
+    except ConnectionError as exc:  # TemporalUnavailable and friends: one line, no stack trace
+        print(f"keel: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        # Configuration errors (keel.toml, KEEL_* variables, the encryption key) are ValueErrors
+        # raised before any work is done.
+        from agentkeel.codec import CodecConfigError
+        from agentkeel.settings import ConfigError
+
+        if not isinstance(exc, ConfigError | CodecConfigError):
+            raise
+        print(f"keel: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 
