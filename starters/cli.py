@@ -18,6 +18,7 @@ import inspect
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 # Modules holding sub-commands; each has `register(subparsers)`.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -37,9 +38,16 @@ class CliError(Exception):
         self.code = code
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line (the `--help` text stays complete)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full `keel` parser with every available sub-command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="keel",
         description="agentkeel: durable workflows for LLM agents on Temporal.",
     )
