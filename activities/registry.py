@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from activities.ledger import Ledger
+from activities.llm import LLMActivities
+from activities.llm_config import LLMConfig
 from activities.teams import TeamActivities
 from activities.travel import TravelTools
 from agentkeel.settings import Settings
@@ -31,13 +33,14 @@ def build_activities(settings: Settings) -> ActivitySet:
     The clients (HTTP pools per LLM provider, circuit breakers, the ledger) are
     built once here and shared by every activity execution in the process.
     """
+    llm = LLMActivities(LLMConfig.load(settings))
     ledger = Ledger(settings.ledger)
     travel = TravelTools(ledger)
     teams = TeamActivities(settings.teams_dir)
-    acts = ActivitySet(activities=[teams.resolve_team, *travel.activities()])
+    acts = ActivitySet(activities=[llm.call_llm, teams.resolve_team, *travel.activities()])
 
     async def close_ledger() -> None:
         ledger.close()
 
-    acts.closers.append(close_ledger)
+    acts.closers += [llm.aclose, close_ledger]
     return acts

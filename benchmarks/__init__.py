@@ -1,0 +1,1 @@
+"""Benchmarks and fault-injection runs: `python -m benchmarks.<name>`."""
