@@ -21,6 +21,7 @@ from activities.ledger import Ledger
 from activities.registry import build_activities
 from agentkeel.contracts import SagaResult, SagaStatusView
 from agentkeel.devserver import DevServer, is_listening
+from agentkeel.logs import configure_logging
 from agentkeel.search_attributes import SagaStatus
 from agentkeel.settings import Settings, load_settings
 from agentkeel.temporal import connect
@@ -49,6 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--reviewer", default="demo", help="name recorded with the decision")
     p.add_argument("--in-memory", action="store_true", help="start the server without a SQLite file")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument(
+        "--verbose", action="store_true", help="show the log lines here (default: .keel/demo.log)"
+    )
     p.set_defaults(func=_run)
 
 
@@ -63,6 +67,9 @@ class _Stack:
         self.settings = settings
         self.server: DevServer | None = None
         self.provider: Any = None
+        settings.home.mkdir(parents=True, exist_ok=True)
+        self.log_path = settings.home / "demo.log"
+        self.log = self.log_path.open("a")
 
     async def ensure_server(self, in_memory: bool) -> str:
         from agentkeel.temporal import connect_config
@@ -75,7 +82,7 @@ class _Stack:
         if host not in ("127.0.0.1", "localhost", ""):
             raise CliError(f"cannot reach Temporal at {address} (TEMPORAL_ADDRESS); start it or unset it")
         db = None if in_memory else self.settings.home / "temporal.db"
-        self.server = DevServer(port=int(port), db_path=db, stdout=None, stderr=None)
+        self.server = DevServer(port=int(port), db_path=db, stdout=self.log, stderr=self.log)
         _say(f"• starting the Temporal dev server on {self.server.address} (UI {self.server.ui_url})")
         await self.server.start()
         return self.server.address
@@ -96,6 +103,7 @@ class _Stack:
             await self.provider.stop()
         if self.server is not None:
             await self.server.stop()
+        self.log.close()
 
 
 @contextlib.asynccontextmanager
@@ -176,7 +184,7 @@ def _print_result(result: SagaResult, ledger_rows: list[Any], ui: str, elapsed: 
         _say("Left uncompensated: " + ", ".join(result.uncompensated))
     _say("Ledger entries:")
     for e in ledger_rows:
-        sign = "reverses " + e.reverses.rsplit(":", 1)[-1] if e.reverses else ""
+        sign = "reverses step " + e.reverses.rsplit(":", 1)[-1] if e.reverses else ""
         _say(f"  #{e.seq:<4} {e.action:<14} {e.ref:<12} {e.amount_usd:>10.2f} USD  {sign}")
     _say(f"UI: {ui}")
     _say(f"Finished in {elapsed:.1f} s")
@@ -188,6 +196,9 @@ async def _run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     settings = load_settings()
     stack = _Stack(settings)
+    if not args.verbose:
+        # The progress view is the output; the worker's and provider's log lines go to a file.
+        configure_logging(fmt="json", level=args.log_level or "INFO", stream=stack.log)
     try:
         address = await stack.ensure_server(args.in_memory)
         await stack.ensure_provider()
@@ -239,7 +250,7 @@ async def _run(args: argparse.Namespace) -> int:
             )
         else:
             _print_result(result, rows, handle.ui_url, time.monotonic() - started)
-        if stack.server is not None:
+        if stack.server is not None and not args.in_memory:
             _say(
                 f"(the demo started the Temporal server and stops it now; its data stays in "
                 f"{settings.home / 'temporal.db'}; run `keel server` to browse the run in the UI)"
