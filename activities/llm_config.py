@@ -78,6 +78,10 @@ class Price(_Model):
         return (input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) / 1_000_000
 
 
+OFFLINE_PRICE = Price(input_per_mtok=0.50, output_per_mtok=1.50)
+"""Fictional prices of the offline provider, so cost accounting and budgets show in the demo and tests."""
+
+
 class ProviderConfig(_Model):
     """One OpenAI-compatible endpoint.
 
@@ -214,6 +218,7 @@ class LLMConfig(_Model):
             OFFLINE_PROVIDER: ProviderConfig(
                 name=OFFLINE_PROVIDER,
                 base_url=f"http://{_url_host(settings.llm_host)}:{settings.llm_port}/v1",
+                prices={ANY_MODEL: OFFLINE_PRICE},
             )
         }
         if env.get(OPENAI_KEY_ENV):

@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 from temporalio.client import WorkflowHandle, WorkflowUpdateRPCTimeoutOrCancelledError
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 from temporalio.worker import Replayer
 
 from activities.ledger import Ledger
 from activities.registry import build_activities
+from agentkeel.codec import build_data_converter
 from agentkeel.contracts import ReviewInput, ReviewOutcome, SagaRequest, SagaResult, SagaStatusView
 from agentkeel.names import AGENT_SAGA_WORKFLOW
 from agentkeel.search_attributes import SagaStatus
@@ -132,7 +132,7 @@ async def test_travel_approved_with_the_stock_cli(dev_server, travel_settings, t
         ledger.close()
         assert actions == ["book_flight", "book_hotel", "charge_card"]
         desc = await handle.describe()
-        assert desc.static_summary == "travel: Trip to Lisbon, Dec 10, 3 nights"
+        assert await desc.static_summary() == "travel: Trip to Lisbon, Dec 10, 3 nights"
         await _record(handle, "travel_approved")
         # An update to a finished run gets a clear error, not a hang.
         with pytest.raises((RPCError, WorkflowUpdateRPCTimeoutOrCancelledError)):
@@ -164,7 +164,7 @@ async def test_travel_rejected_compensates_in_reverse(dev_server, travel_setting
 
 async def test_replay_integration_histories():
     assert RECORDED, "the integration tests above record their histories"
-    replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=build_data_converter())
     for history in RECORDED:
         await replayer.replay_workflow(history)
 
@@ -173,7 +173,7 @@ async def test_replay_integration_histories():
 async def test_replay_checked_in_histories():
     files = sorted(HISTORY_DIR.glob("*.json"))
     assert {f.stem for f in files} >= {"travel_approved", "travel_rejected"}
-    replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=build_data_converter())
     for path in files:
         from temporalio.client import WorkflowHistory
 
