@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agentkeel.names import HANDOFF_TOOL_PREFIX
+from agentkeel.schemas import schema_error
 from agentkeel.search_attributes import SagaStatus
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
@@ -189,6 +190,9 @@ class ToolSpec(_Model):
     def _schema(cls, v: dict[str, Any]) -> dict[str, Any]:
         if v.get("type", "object") != "object":
             raise ValueError("tool parameters must be a JSON schema of type 'object'")
+        problem = schema_error(v)
+        if problem:
+            raise ValueError(f"tool parameters are not a valid JSON schema: {problem}")
         return v
 
 
@@ -217,6 +221,14 @@ class AgentSpec(_Model):
     @classmethod
     def _name(cls, v: str) -> str:
         return _check_name("agent", v)
+
+    @field_validator("output_schema")
+    @classmethod
+    def _output_schema(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        problem = schema_error(v) if v is not None else None
+        if problem:
+            raise ValueError(f"output_schema is not a valid JSON schema: {problem}")
+        return v
 
 
 class Budget(_Model):

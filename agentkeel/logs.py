@@ -18,6 +18,7 @@ Context comes from two places:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -108,6 +109,31 @@ def _setting(name: str) -> str | None:
         return None
 
 
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that never lets a broken stream reach the code that logged.
+
+    Without a stream of its own it writes to the *current* `sys.stderr` (which tests and
+    daemons swap). A logging failure inside workflow code would otherwise fail the
+    workflow task, and the run would be stuck retrying it.
+    """
+
+    def __init__(self, stream: TextIO | None) -> None:
+        super().__init__(stream or sys.stderr)
+        self._fixed = stream
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return self._fixed or sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        self._fixed = value if value is not sys.stderr else None
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - stdlib name
+        with contextlib.suppress(Exception):
+            super().handleError(record)
+
+
 def configure_logging(
     fmt: str | None = None, level: str | None = None, *, stream: TextIO | None = None
 ) -> None:
@@ -145,7 +171,7 @@ def configure_logging(
             *final,
         ],
     )
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = _Handler(stream)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(formatter)
 

@@ -87,6 +87,9 @@ CLOSED_QUERY_TIMEOUT = timedelta(seconds=3)
 SUMMARY_MAX = 200
 """The UI shows the static summary on one line; longer goals are cut."""
 WATCH_INTERVAL = 0.5
+MAX_DECISION_BYTES = 256 * 1024
+"""A review decision or signal bigger than this is refused before it is sent: the server would accept
+an oversized update, the worker could not answer it, and the run's workflow task would fail."""
 """Seconds between two status polls of `RunHandle.watch`."""
 
 
@@ -121,6 +124,10 @@ class InvalidInput(KeelError):
 
 class ReviewRejected(KeelError):
     """The run refused a review decision; the message is the workflow validator's reason."""
+
+
+class RunStuck(KeelError):
+    """The run cannot answer: its workflow task keeps failing (a bug or a bad deployment)."""
 
 
 class RunAlreadyExists(KeelError):
@@ -259,6 +266,12 @@ def _details(request: SagaRequest, entry: str | None, workflow_id: str) -> str:
     return "\n\n".join(blocks)
 
 
+def _check_size(what: str, payload: BaseModel) -> None:
+    size = len(payload.model_dump_json())
+    if size > MAX_DECISION_BYTES:
+        raise InvalidInput(f"the {what} is {size} bytes, over the {MAX_DECISION_BYTES} byte limit")
+
+
 def _is_not_found(exc: RPCError) -> bool:
     return exc.status == RPCStatusCode.NOT_FOUND
 
@@ -350,6 +363,11 @@ class RunHandle:
         except RPCError as exc:
             if _is_not_found(exc):
                 raise RunNotFound(self.workflow_id) from None
+            if exc.status == RPCStatusCode.FAILED_PRECONDITION and "failed state" in exc.message:
+                raise RunStuck(
+                    f"run {self.workflow_id} cannot answer: its workflow task is failing "
+                    "(its history in the Temporal UI shows why)"
+                ) from None
             if _is_timeout(exc):
                 raise WorkerUnavailable(
                     f"no worker answered the {name!r} query of {self.workflow_id} within "
@@ -512,6 +530,7 @@ class RunHandle:
         return (await self.status()).pending_review
 
     async def _review(self, decision: ReviewInput) -> ReviewOutcome:
+        _check_size("review decision", decision)
         if decision.request_id is None:
             view = await self.status()
             if view.pending_review is None:
@@ -599,6 +618,7 @@ class RunHandle:
         )
 
     async def _signal(self, name: str, payload: BaseModel) -> None:
+        _check_size(f"{name} signal", payload)
         try:
             await self._handle.signal(name, payload)
         except RPCError as exc:
@@ -976,7 +996,7 @@ class Keel:
         async def fill(run: RunSummary) -> RunSummary:
             try:
                 view = await RunHandle(self, run.workflow_id, run.run_id).status()
-            except (WorkerUnavailable, RunNotFound) as exc:
+            except (WorkerUnavailable, RunNotFound, RunStuck) as exc:
                 return run.model_copy(update={"waiting_for": f"unknown: {exc}"})
             return run.model_copy(
                 update={
