@@ -50,9 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--reviewer", default="demo", help="name recorded with the decision")
     p.add_argument("--in-memory", action="store_true", help="start the server without a SQLite file")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument(
-        "--verbose", action="store_true", help="show the log lines here (default: .keel/demo.log)"
-    )
+    p.add_argument("--verbose", action="store_true", help="show the log lines here (default: .keel/demo.log)")
     p.set_defaults(func=_run)
 
 

@@ -1,1 +1,1 @@
-"""The worker process: configuration, logging, metrics, and the registration of every workflow and activity."""
+"""The worker process: configuration, logging, metrics, and every workflow and activity it registers."""
