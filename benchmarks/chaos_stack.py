@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import math
 import os
 import signal
 import sqlite3
@@ -25,6 +27,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -306,18 +309,21 @@ class ChaosStack:
         """Start a `keel worker` and wait until it polls."""
         name = name or f"worker-{len(self.workers) + 1}"
         log_path = self.workdir / f"{name}-{uuid.uuid4().hex[:6]}.log"
+        process = await asyncio.to_thread(self._launch_worker, log_path)
+        worker = WorkerProcess(name, process, log_path)
+        self.workers.append(worker)
+        await asyncio.to_thread(_wait_for_line, log_path, "worker started", process, START_TIMEOUT_S)
+        return worker
+
+    def _launch_worker(self, log_path: Path) -> subprocess.Popen[bytes]:
         with log_path.open("wb") as out:
-            process = subprocess.Popen(
+            return subprocess.Popen(
                 keel_argv("--log-format", "json", "worker", "--task-queue", self.task_queue),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,
                 env=self.worker_env(),
             )
-        worker = WorkerProcess(name, process, log_path)
-        self.workers.append(worker)
-        await asyncio.to_thread(_wait_for_line, log_path, "worker started", process, START_TIMEOUT_S)
-        return worker
 
     async def restart_server(self, down_s: float) -> tuple[float, float]:
         """Stop the owned dev server, keep it down `down_s` seconds, start it on the same file and port.
@@ -463,6 +469,32 @@ class ChaosStack:
         """The provider's journal of `/v1/chat/completions` requests."""
         assert self.provider is not None
         return list(self.provider.control.journal(path="/v1/chat/completions"))
+
+
+def breaker_open_spans(log_text: str) -> list[tuple[float, float]]:
+    """Wall-clock spans during which a worker's LLM breaker was open, from its JSON log lines.
+
+    A span starts at a change to `open` and ends at the next change (to half-open); a breaker
+    still open at the end of the log gives a span ending at infinity.
+    """
+    spans: list[tuple[float, float]] = []
+    opened: float | None = None
+    for line in log_text.splitlines():
+        if "llm circuit breaker state change" not in line:
+            continue
+        try:
+            record = json.loads(line)
+            at = datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00")).timestamp()
+        except (ValueError, KeyError):
+            continue
+        if record.get("new_state") == "open":
+            opened = at if opened is None else opened
+        elif opened is not None:
+            spans.append((opened, at))
+            opened = None
+    if opened is not None:
+        spans.append((opened, math.inf))
+    return spans
 
 
 def idempotency_key(entry: dict[str, Any]) -> str | None:

@@ -13,6 +13,8 @@ workflow's ids as extras, which `agentkeel.logs` flattens into fields.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import structlog
@@ -52,11 +54,36 @@ def activity_log_context(info: activity.Info, args: tuple[Any, ...] | list[Any])
     return fields
 
 
+AUTO_HEARTBEAT_MAX_S = 2.0
+"""Longest gap between the automatic heartbeats of an activity that has a heartbeat timeout."""
+
+
+async def _heartbeat_every(seconds: float) -> None:
+    while True:
+        activity.heartbeat()
+        await asyncio.sleep(seconds)
+
+
 class _ContextActivityInbound(ActivityInboundInterceptor):
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
-        fields = activity_log_context(activity.info(), input.args)
+        info = activity.info()
+        fields = activity_log_context(info, input.args)
         with structlog.contextvars.bound_contextvars(**fields):
-            return await self.next.execute_activity(input)
+            timeout = info.heartbeat_timeout
+            if timeout is None or not asyncio.iscoroutinefunction(input.fn):
+                return await self.next.execute_activity(input)
+            # Heartbeat for the activity while it runs: a worker that dies is then noticed
+            # within the heartbeat timeout, and a retry is scheduled at once instead of
+            # after the whole start-to-close timeout. Activities need not heartbeat themselves.
+            beat = asyncio.create_task(
+                _heartbeat_every(min(AUTO_HEARTBEAT_MAX_S, timeout.total_seconds() / 3))
+            )
+            try:
+                return await self.next.execute_activity(input)
+            finally:
+                beat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beat
 
 
 class ContextInterceptor(Interceptor):

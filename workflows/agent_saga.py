@@ -79,6 +79,7 @@ with workflow.unsafe.imports_passed_through():
         LLM_START_TO_CLOSE,
         RESOLVE_RETRY,
         RESOLVE_START_TO_CLOSE,
+        TOOL_HEARTBEAT,
         TOOL_RETRY,
         TOOL_START_TO_CLOSE,
     )
@@ -459,6 +460,7 @@ class AgentSagaWorkflow:
                 ),
                 result_type=ToolResult,
                 start_to_close_timeout=TOOL_START_TO_CLOSE,
+                heartbeat_timeout=TOOL_HEARTBEAT,
                 retry_policy=TOOL_RETRY,
                 summary=spec.name,
                 # A cancelled run waits for a running tool to finish, so its side

@@ -34,6 +34,9 @@ LLM_OUTAGE_MAX = timedelta(minutes=15)
 """...until the outage has lasted this long; then the run fails and compensates."""
 
 TOOL_START_TO_CLOSE = timedelta(seconds=60)
+TOOL_HEARTBEAT = timedelta(seconds=10)
+"""The worker heartbeats every running activity (workers/interceptors.py), so a tool or a compensation
+on a killed worker is retried after this, not after the whole start-to-close timeout."""
 TOOL_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -43,6 +46,7 @@ TOOL_RETRY = RetryPolicy(
 )
 
 COMPENSATION_START_TO_CLOSE = timedelta(seconds=60)
+COMPENSATION_HEARTBEAT = TOOL_HEARTBEAT
 COMPENSATION_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,

@@ -32,7 +32,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from agentkeel.contracts import CompensationRecord
-    from workflows.policies import COMPENSATION_RETRY, COMPENSATION_START_TO_CLOSE
+    from workflows.policies import COMPENSATION_HEARTBEAT, COMPENSATION_RETRY, COMPENSATION_START_TO_CLOSE
 
 
 @dataclass
@@ -168,6 +168,7 @@ class Saga:
                     comp.activity,
                     comp.arg,
                     start_to_close_timeout=comp.start_to_close_timeout,
+                    heartbeat_timeout=COMPENSATION_HEARTBEAT,
                     retry_policy=comp.retry_policy,
                     summary=comp.summary or f"{comp.activity_name} (compensation)",
                 )
