@@ -283,6 +283,13 @@ def _is_timeout(exc: BaseException) -> bool:
     )
 
 
+def _no_poller(exc: RPCError) -> bool:
+    # The server answers a query at once with this when no worker polled the task queue
+    # lately (for instance a run left behind by a worker that is gone): the same situation
+    # as a query timeout, only reported sooner.
+    return exc.status == RPCStatusCode.FAILED_PRECONDITION and "no poller" in exc.message.lower()
+
+
 def _failure_message(exc: BaseException) -> str:
     """The innermost message of a failure chain, which is the one that explains it.
 
@@ -368,7 +375,7 @@ class RunHandle:
                     f"run {self.workflow_id} cannot answer: its workflow task is failing "
                     "(its history in the Temporal UI shows why)"
                 ) from None
-            if _is_timeout(exc):
+            if _is_timeout(exc) or _no_poller(exc):
                 raise WorkerUnavailable(
                     f"no worker answered the {name!r} query of {self.workflow_id} within "
                     f"{wait.total_seconds():g}s (is `keel worker` running on task queue "
@@ -551,7 +558,7 @@ class RunHandle:
                 if "completed" in exc.message.lower():
                     raise ReviewRejected("the run has ended; nothing to review") from None
                 raise RunNotFound(self.workflow_id) from None
-            if _is_timeout(exc):
+            if _is_timeout(exc) or _no_poller(exc):
                 raise WorkerUnavailable(
                     f"no worker accepted the review of {self.workflow_id} within "
                     f"{self._keel.query_timeout.total_seconds():g}s"

@@ -13,6 +13,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -35,6 +36,7 @@ from starters.client import (
     RunHandle,
     RunNotFound,
     TeamNotFound,
+    WorkerUnavailable,
     _summary,
     new_workflow_id,
     parse_status,
@@ -302,6 +304,29 @@ async def test_edit_is_checked_by_the_run(dev_server: Any, keel_settings: Settin
         result = await run.result(wait=30)
         assert result.status == SagaStatus.COMPLETED
         assert result.reviews[0].arguments == {"amount_usd": 900.0, "description": "trip, discounted"}
+
+
+@pytest.mark.integration
+async def test_a_review_whose_worker_is_gone_is_still_listed(
+    dev_server: Any, keel_settings: Settings
+) -> None:
+    # A short query timeout: the server may answer "no poller seen" at once or let the query
+    # wait; either way the reader gets WorkerUnavailable and `pending` still lists the run.
+    keel = Keel(dev_server.client, settings=keel_settings, query_timeout=timedelta(seconds=2))
+    async with keel_worker(dev_server.client, keel_settings):
+        run = await keel.start("travel", GOAL)
+        await wait_for_review(run)
+    try:
+        with pytest.raises(WorkerUnavailable, match=run.workflow_id):
+            await run.status()
+        pending = await eventually(
+            lambda: keel.pending(team="travel"),
+            lambda runs: run.workflow_id in [r.workflow_id for r in runs],
+        )
+        orphan = next(r for r in pending if r.workflow_id == run.workflow_id)
+        assert orphan.waiting_for is not None and orphan.waiting_for.startswith("unknown:")
+    finally:
+        await run.handle.terminate(reason="test cleanup")
 
 
 @pytest.mark.integration
