@@ -296,9 +296,17 @@ async def measure_history(runner: Runner, keel_client: Client, plan: Plan) -> di
     return {"turns": plan.history_turns, "at_turn": rows, "total_bytes": spread(totals, 0)}
 
 
+async def _raw_size(client: Client, payloads: Any) -> int:
+    """Bytes of payloads before the platform's codec (compression) encoded them."""
+    codec = client.data_converter.payload_codec
+    decoded = await codec.decode(list(payloads)) if codec is not None else list(payloads)
+    return sum(p.ByteSize() for p in decoded)
+
+
 async def history_turns(client: Client, workflow_id: str) -> list[dict[str, int]]:
     """Per LLM turn: history bytes from its `call_llm` scheduling to the next one's, and the
-    bytes of the LLM request and answer payloads in it. Follows continue-as-new."""
+    bytes of the LLM request and answer payloads in it, as JSON before the codec compressed
+    them (what a bare-SDK workflow without a codec would store). Follows continue-as-new."""
     events = []
     run_id: str | None = None
     handle = client.get_workflow_handle(workflow_id)
@@ -328,12 +336,16 @@ async def history_turns(client: Client, workflow_id: str) -> list[dict[str, int]
             if attrs.activity_type.name == "call_llm":
                 llm_scheduled.add(event.event_id)
                 turns.append(
-                    {"start_offset": offset, "bytes": 0, "llm_payload_bytes": attrs.input.ByteSize()}
+                    {
+                        "start_offset": offset,
+                        "bytes": 0,
+                        "llm_payload_bytes": await _raw_size(client, attrs.input.payloads),
+                    }
                 )
         elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED and turns:
             attrs = event.activity_task_completed_event_attributes
             if attrs.scheduled_event_id in llm_scheduled:
-                turns[-1]["llm_payload_bytes"] += attrs.result.ByteSize()
+                turns[-1]["llm_payload_bytes"] += await _raw_size(client, attrs.result.payloads)
         if turns:
             turns[-1]["bytes"] += size
         offset += size
@@ -722,7 +734,7 @@ def table(results: dict[str, Any]) -> str:
         for turn, row in h["at_turn"].items():
             rows.append(
                 (
-                    f"7. history bytes of LLM turn {turn} (vs its LLM request + answer)",
+                    f"7. history bytes of LLM turn {turn} (vs its raw LLM request + answer)",
                     fmt(row["history_bytes_this_turn"], "B", 0),
                     fmt(row["llm_request_and_answer_bytes"], "B", 0),
                     f"{row['ratio']}",
@@ -771,7 +783,9 @@ SHAPES = {
     "concurrency": "N runs of 4 steps started at once: saga steps are call_llm against the provider "
     "at 1 s latency, bare steps are activities that await asyncio.sleep(1); fresh worker per repetition",
     "history": "one agent calling the no-op tool bench_noop on every turn and answering on the last; "
-    "bytes = protobuf size of the events from a turn's call_llm scheduling to the next one's",
+    "bytes = protobuf size of the events from a turn's call_llm scheduling to the next one's (payloads "
+    "as stored, i.e. after the platform's codec); baseline = the turn's call_llm input and result "
+    "payloads before the codec",
     "breaker": "call_llm run in-process (ActivityEnvironment) against a second provider answering 500 "
     "until its breaker (fail_max 3) opens; fail-fast = alias with only that provider, fail-over = alias "
     "falling back to the main provider; normal = a call to the main provider",
