@@ -36,6 +36,7 @@ from typing import Any
 
 import httpx2
 import openai
+from openai.types.chat import ChatCompletion
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -234,8 +235,15 @@ class LLMActivities:
         started = time.monotonic()
         heartbeat = asyncio.create_task(_heartbeat(f"waiting for {link}"))
         try:
-            response = await client.chat.completions.create(
-                **completion_params(request, link.model), extra_headers=request_headers(request)
+            # `chat.completions.create` would first walk the whole request through the SDK's
+            # TypedDict transform, which grows with the conversation and cost about a quarter
+            # of the activity's CPU in `make bench`; our parameters are plain JSON already, so
+            # the same endpoint is posted directly and parsed into the same `ChatCompletion`.
+            response = await client.post(
+                "/chat/completions",
+                cast_to=ChatCompletion,
+                body=completion_params(request, link.model),
+                options={"headers": request_headers(request)},
             )
         except openai.OpenAIError as exc:
             error = to_application_error(exc, provider.name, link.model)
