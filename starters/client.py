@@ -848,13 +848,19 @@ class Keel:
             request = request.model_copy(update={"correlation_id": uuid.uuid4().hex})
         team = request.team_label
         workflow_id = workflow_id or new_workflow_id(team)
-        attributes = TypedSearchAttributes(
-            [
-                SearchAttributePair(sa.KEEL_STATUS, SagaStatus.RUNNING.value),
-                SearchAttributePair(sa.KEEL_TEAM, team),
-                SearchAttributePair(sa.KEEL_CORRELATION_ID, str(request.correlation_id)),
-            ]
-        )
+        # Every attribute the run would set in its first task, set here instead: the run writes
+        # only what differs, so a fresh run starts without an upsert of its own, and the
+        # filters of the UI (`KeelCostUsd > 0.1`, `KeelAgent = "..."`) see it from its start.
+        pairs: list[SearchAttributePair[Any]] = [
+            SearchAttributePair(sa.KEEL_STATUS, SagaStatus.RUNNING.value),
+            SearchAttributePair(sa.KEEL_TEAM, team),
+            SearchAttributePair(sa.KEEL_CORRELATION_ID, str(request.correlation_id)),
+            SearchAttributePair(sa.KEEL_TOKENS, 0),
+            SearchAttributePair(sa.KEEL_COST_USD, 0.0),
+        ]
+        if entry:
+            pairs.append(SearchAttributePair(sa.KEEL_AGENT, entry))
+        attributes = TypedSearchAttributes(pairs)
         try:
             handle = await self.client.start_workflow(
                 AGENT_SAGA_WORKFLOW,

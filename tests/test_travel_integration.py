@@ -2,6 +2,9 @@
 
 Set `KEEL_RECORD_HISTORIES=1` to rewrite the checked-in histories in `tests/histories/`
 from these runs (do it when the workflow changes on purpose, with a `workflow.patched` guard).
+Keep the histories of earlier workflow versions under a `vN_` prefix: `v1_*` were recorded
+before the `coalesce-search-attributes` patch, and replaying them checks that runs started
+by older workers still finish on this code.
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 from temporalio.worker import Replayer
 
 from activities.ledger import Ledger
 from activities.registry import build_activities
+from agentkeel import search_attributes as sa
 from agentkeel.codec import build_data_converter
 from agentkeel.contracts import ReviewInput, ReviewOutcome, SagaRequest, SagaResult, SagaStatusView
 from agentkeel.names import AGENT_SAGA_WORKFLOW
@@ -133,6 +138,23 @@ async def test_travel_approved_with_the_stock_cli(dev_server, travel_settings, t
         assert actions == ["book_flight", "book_hotel", "charge_card"]
         desc = await handle.describe()
         assert await desc.static_summary() == "travel: Trip to Lisbon, Dec 10, 3 nights"
+        attrs = desc.typed_search_attributes
+        assert attrs.get(sa.KEEL_STATUS) == "Completed" and attrs.get(sa.KEEL_TEAM) == "travel"
+        assert attrs.get(sa.KEEL_TOKENS) == result.tokens > 0
+        assert attrs.get(sa.KEEL_COST_USD) == pytest.approx(result.cost_usd)
+        assert attrs.get(sa.KEEL_AGENT) == result.final_agent
+        # Changes are written at most once per workflow task, never one event per change.
+        history = await handle.fetch_history()
+        per_task: dict[int, int] = {}
+        task = 0
+        for event in history.events:
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
+                task = event.event_id
+            elif event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
+                fields = event.upsert_workflow_search_attributes_event_attributes.search_attributes
+                if "TemporalChangeVersion" not in fields.indexed_fields:  # the SDK's patch marker
+                    per_task[task] = per_task.get(task, 0) + 1
+        assert per_task and max(per_task.values()) == 1, per_task
         await _record(handle, "travel_approved")
         # An update to a finished run gets a clear error, not a hang.
         with pytest.raises((RPCError, WorkflowUpdateRPCTimeoutOrCancelledError)):
@@ -172,7 +194,12 @@ async def test_replay_integration_histories():
 @pytest.mark.unit
 async def test_replay_checked_in_histories():
     files = sorted(HISTORY_DIR.glob("*.json"))
-    assert {f.stem for f in files} >= {"travel_approved", "travel_rejected"}
+    assert {f.stem for f in files} >= {
+        "travel_approved",
+        "travel_rejected",
+        "v1_travel_approved",
+        "v1_travel_rejected",
+    }
     replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=build_data_converter())
     for path in files:
         from temporalio.client import WorkflowHistory

@@ -70,6 +70,7 @@ with workflow.unsafe.imports_passed_through():
         KEEL_TOKENS,
         SagaStatus,
     )
+    from workflows.attributes import SearchAttributeWriter
     from workflows.conversation import compact_messages, handoff_tool, is_ping_pong
     from workflows.policies import (
         LLM_HEARTBEAT,
@@ -86,6 +87,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows.saga import Saga
 
 _LLM_OUTAGE_ERRORS = {errors.LLM_UNAVAILABLE, errors.CIRCUIT_OPEN, errors.LLM_RATE_LIMITED}
+_COALESCED_ATTRIBUTES = "coalesce-search-attributes"
+"""Patch id: search attributes written once per workflow task, only when changed (histories
+recorded before it replay with one upsert per change)."""
 _TRANSCRIPT_KEEP = 400
 """Transcript entries carried across continue-as-new (earlier runs keep the full record)."""
 
@@ -158,6 +162,7 @@ class AgentSagaWorkflow:
         for pending in cp.compensations if cp else []:
             self._saga.add(pending.name, pending.activity, pending.request, step=pending.step)
         self._pending: ReviewRequest | None = None
+        self._attrs = SearchAttributeWriter(coalesce=False)  # decided by the patch in `run`
         self._decision: _Decision | None = None
         self._outcomes: dict[str, ReviewOutcome] = {}
         self._last_error: str | None = None
@@ -170,6 +175,7 @@ class AgentSagaWorkflow:
     @workflow.run
     async def run(self, request: SagaRequest) -> SagaResult:
         """Run the team until a final answer, a rejection, a failure or a cancellation."""
+        self._attrs.coalesce = workflow.patched(_COALESCED_ATTRIBUTES)
         try:
             if self._team is None:
                 self._team = await self._resolve_team(request)
@@ -209,15 +215,13 @@ class AgentSagaWorkflow:
 
     def _announce(self) -> None:
         team = self._require_team()
-        workflow.upsert_search_attributes(
-            [
-                KEEL_STATUS.value_set(self._status.value),
-                KEEL_TEAM.value_set(team.name),
-                KEEL_AGENT.value_set(self._active),
-                KEEL_CORRELATION_ID.value_set(self._correlation_id),
-                KEEL_TOKENS.value_set(self._tokens),
-                KEEL_COST_USD.value_set(round(self._cost, 6)),
-            ]
+        self._attrs.set(
+            KEEL_STATUS.value_set(self._status.value),
+            KEEL_TEAM.value_set(team.name),
+            KEEL_AGENT.value_set(self._active),
+            KEEL_CORRELATION_ID.value_set(self._correlation_id),
+            KEEL_TOKENS.value_set(self._tokens),
+            KEEL_COST_USD.value_set(round(self._cost, 6)),
         )
         if self._generation == 1:
             self._note(f"goal: {self._request.goal}")
@@ -285,6 +289,7 @@ class AgentSagaWorkflow:
         started = workflow.now()
         outage_started = None
         while True:
+            self._attrs.flush()
             try:
                 result = await workflow.execute_activity(
                     "call_llm",
@@ -324,9 +329,7 @@ class AgentSagaWorkflow:
             started=started,
             provider=result.provider,
         )
-        workflow.upsert_search_attributes(
-            [KEEL_TOKENS.value_set(self._tokens), KEEL_COST_USD.value_set(round(self._cost, 6))]
-        )
+        self._attrs.set(KEEL_TOKENS.value_set(self._tokens), KEEL_COST_USD.value_set(round(self._cost, 6)))
         return result
 
     async def _final_answer(self, agent: AgentSpec, llm: LLMResult) -> str | None:
@@ -418,7 +421,7 @@ class AgentSagaWorkflow:
             "handoff", agent=agent.name, content=note, data={"from": agent.name, "to": target}
         )
         self._active = target
-        workflow.upsert_search_attributes([KEEL_AGENT.value_set(target)])
+        self._attrs.set(KEEL_AGENT.value_set(target))
         self._update_details()
         return target
 
@@ -446,6 +449,7 @@ class AgentSagaWorkflow:
             )
         self._waiting_for = f"tool {spec.name}"
         self._update_details()
+        self._attrs.flush()
         started = workflow.now()
         try:
             result = await workflow.execute_activity(
@@ -609,12 +613,13 @@ class AgentSagaWorkflow:
         if policy.on_timeout == "escalate":
             self._escalated = True
             request.escalated = True
-            workflow.upsert_search_attributes([KEEL_ESCALATED.value_set(True)])
+            self._attrs.set(KEEL_ESCALATED.value_set(True))
             workflow.logger.warning(
                 "review timed out: escalated", extra={"request_id": request.request_id, "tool": request.tool}
             )
             self._transcript_add("note", content=f"review {request.request_id} escalated after timeout")
             self._update_details()
+            self._attrs.flush()
             try:
                 await workflow.wait_condition(
                     lambda: self._decision is not None,
@@ -792,6 +797,7 @@ class AgentSagaWorkflow:
 
     async def _continue_as_new(self) -> None:
         # Let in-flight update handlers finish before the history is cut.
+        self._attrs.flush()
         await workflow.wait_condition(workflow.all_handlers_finished)
         checkpoint = SagaCheckpoint(
             team=self._require_team(),
@@ -824,7 +830,8 @@ class AgentSagaWorkflow:
 
     def _set_status(self, status: SagaStatus) -> None:
         self._status = status
-        workflow.upsert_search_attributes([KEEL_STATUS.value_set(status.value)])
+        self._attrs.set(KEEL_STATUS.value_set(status.value))
+        self._attrs.flush()
         self._update_details()
 
     def _record(
