@@ -313,10 +313,13 @@ class _ProviderDown(Exception):
 
 
 async def _heartbeat(detail: str) -> None:
-    # Runs while the request is in flight: keeps the heartbeat timeout short without cutting slow answers.
+    # Runs while the request is in flight: keeps the heartbeat timeout short without cutting slow
+    # answers. The first beat waits one interval: the SDK sends an activity's first heartbeat to
+    # the server at once, a persisted write that a call answering in milliseconds does not need
+    # (the server's heartbeat timer already runs from the activity's start).
     while True:
-        activity.heartbeat(detail)
         await asyncio.sleep(HEARTBEAT_EVERY_S)
+        activity.heartbeat(detail)
 
 
 def _result(

@@ -37,10 +37,10 @@ from tests.test_ui_browser import (  # noqa: E402
     list_url,
     run_tab_url,
     run_travel,
-    running_worker,
     screenshot,
     wait_until_listed,
 )
+from workers.worker import running_worker  # noqa: E402
 
 DEFAULT_OUT = REPO / "docs" / "screenshots"
 # Wide enough for the run page's three header columns, short enough to keep each PNG small.

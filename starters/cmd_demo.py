@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import sys
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 from activities.ledger import Ledger
-from activities.registry import build_activities
 from agentkeel.contracts import SagaResult, SagaStatusView
 from agentkeel.devserver import DevServer, is_listening
 from agentkeel.logs import configure_logging
@@ -102,18 +99,6 @@ class _Stack:
         if self.server is not None:
             await self.server.stop()
         self.log.close()
-
-
-@contextlib.asynccontextmanager
-async def _worker(client: Any, settings: Settings) -> AsyncIterator[None]:
-    from workers.worker import build_worker
-
-    activity_set = build_activities(settings)
-    try:
-        async with build_worker(client, settings, settings.task_queue, activity_set):
-            yield
-    finally:
-        await activity_set.aclose()
 
 
 def _ask(view: SagaStatusView) -> tuple[str, dict[str, Any] | None]:
@@ -201,7 +186,9 @@ async def _run(args: argparse.Namespace) -> int:
         address = await stack.ensure_server(args.in_memory)
         await stack.ensure_provider()
         client = await connect(address=address)
-        async with _worker(client, settings):
+        from workers.worker import running_worker  # the worker's imports are only paid by `demo`
+
+        async with running_worker(client, settings):
             _say(f"• worker polling task queue '{settings.task_queue}'")
             keel = Keel(client, settings=settings)
             handle = await keel.start(DEMO_TEAM, args.goal)

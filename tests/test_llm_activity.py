@@ -565,15 +565,23 @@ async def test_unknown_alias_context_too_long_and_oversized_answers(
 @pytest.mark.unit
 async def test_heartbeats_while_the_provider_thinks(llm: OfflineLLM, activities_for) -> None:  # noqa: ANN001
     acts = activities_for(single(llm))
-    llm.control.set_faults(latency_ms=2300)
+    llm.control.set_faults(latency_ms=4300)
     env = ActivityEnvironment()
     beats = Recorder()
     env.on_heartbeat = beats
+    started = time.monotonic()
     result = await run_activity(acts, request(), env)
-    assert result.latency_ms >= 2300
-    assert len(beats.beats) == 2  # at once, then every 2 s while the request is in flight
+    assert result.latency_ms >= 4300
+    # Every 2 s while the request is in flight, the first after 2 s: a quick answer sends none.
+    assert len(beats.beats) == 2
+    assert beats.beats[0][0] - started == pytest.approx(2.0, abs=0.3)
     assert beats.beats[1][0] - beats.beats[0][0] == pytest.approx(2.0, abs=0.3)
     assert "p:scripted" in beats.beats[0][1][0]
+    quick = Recorder()
+    env.on_heartbeat = quick
+    llm.control.set_faults(latency_ms=0)
+    await run_activity(acts, request(), env)
+    assert quick.beats == []
 
 
 @pytest.mark.unit

@@ -21,9 +21,7 @@ import pytest
 import yaml
 from temporalio.client import Client
 
-from activities.registry import build_activities
 from agentkeel.contracts import SagaRequest, SagaStatusView
-from agentkeel.names import CALL_LLM_ACTIVITY
 from agentkeel.search_attributes import SagaStatus
 from agentkeel.settings import Settings
 from agentkeel.teams import load_registry
@@ -41,7 +39,7 @@ from starters.client import (
     new_workflow_id,
     parse_status,
 )
-from workers.worker import build_worker
+from workers.worker import running_worker
 
 GOAL = "Trip to Lisbon, Dec 10, 3 nights"
 T = TypeVar("T")
@@ -73,19 +71,8 @@ def keel_settings(worker_settings: Settings, offline_llm: Any, task_queue: str, 
 @asynccontextmanager
 async def keel_worker(client: Client, settings: Settings) -> AsyncIterator[None]:
     """The platform's worker (every workflow and activity) on `settings.task_queue`."""
-    activity_set = build_activities(settings)
-    names = {fn.__temporal_activity_definition.name for fn in activity_set.activities}  # type: ignore[attr-defined]
-    if CALL_LLM_ACTIVITY not in names:
-        # Until the worker registers the real `call_llm`, the workflow tests' scripted double
-        # plays the same travel scenario, so the starter API is still exercised end to end.
-        from tests.saga_doubles import TRAVEL_SCRIPT, ScriptedLLM
-
-        activity_set.activities.append(ScriptedLLM(dict(TRAVEL_SCRIPT)).activity())
-    try:
-        async with build_worker(client, settings, settings.task_queue, activity_set):
-            yield
-    finally:
-        await activity_set.aclose()
+    async with running_worker(client, settings):
+        yield
 
 
 async def eventually(

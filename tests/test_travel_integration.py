@@ -10,7 +10,6 @@ by older workers still finish on this code.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import subprocess
@@ -26,13 +25,12 @@ from temporalio.service import RPCError
 from temporalio.worker import Replayer
 
 from activities.ledger import Ledger
-from activities.registry import build_activities
 from agentkeel import search_attributes as sa
 from agentkeel.codec import build_data_converter
 from agentkeel.contracts import ReviewInput, ReviewOutcome, SagaRequest, SagaResult, SagaStatusView
 from agentkeel.names import AGENT_SAGA_WORKFLOW
 from agentkeel.search_attributes import SagaStatus
-from workers.worker import build_worker
+from workers.worker import running_worker
 from workflows.registry import ALL_WORKFLOWS
 
 pytestmark = pytest.mark.integration
@@ -47,16 +45,6 @@ def travel_settings(worker_settings, offline_llm, task_queue):
     return worker_settings.model_copy(
         update={"llm_port": offline_llm.port, "llm_host": "127.0.0.1", "task_queue": task_queue}
     )
-
-
-@contextlib.asynccontextmanager
-async def _worker(client, settings, task_queue: str):
-    activity_set = build_activities(settings)
-    try:
-        async with build_worker(client, settings, task_queue, activity_set):
-            yield
-    finally:
-        await activity_set.aclose()
 
 
 async def _start(client, task_queue: str, goal: str = "Trip to Lisbon, Dec 10, 3 nights") -> WorkflowHandle:
@@ -97,7 +85,7 @@ async def _record(handle: WorkflowHandle, name: str) -> None:
 
 async def test_travel_approved_with_the_stock_cli(dev_server, travel_settings, task_queue):
     client = dev_server.client
-    async with _worker(client, travel_settings, task_queue):
+    async with running_worker(client, travel_settings, task_queue):
         handle = await _start(client, task_queue)
         view = await _wait_status(handle, SagaStatus.AWAITING_REVIEW)
         assert view.pending_review.tool == "charge_card"
@@ -163,7 +151,7 @@ async def test_travel_approved_with_the_stock_cli(dev_server, travel_settings, t
 
 async def test_travel_rejected_compensates_in_reverse(dev_server, travel_settings, task_queue):
     client = dev_server.client
-    async with _worker(client, travel_settings, task_queue):
+    async with running_worker(client, travel_settings, task_queue):
         handle = await _start(client, task_queue)
         await _wait_status(handle, SagaStatus.AWAITING_REVIEW)
         outcome = await handle.execute_update(

@@ -34,7 +34,6 @@ import pytest
 import pytest_asyncio
 from temporalio.client import Client
 
-from activities.registry import build_activities
 from agentkeel.contracts import SagaResult
 from agentkeel.devserver import DevServer
 from agentkeel.search_attributes import SagaStatus
@@ -42,7 +41,7 @@ from agentkeel.settings import Settings
 from agentkeel.temporal import connect
 from starters.client import Keel, RunHandle
 from tests.fixtures.temporal import DevServerHandle
-from workers.worker import build_worker
+from workers.worker import running_worker
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser")
 NO_CHROMIUM = "Chromium not installed: apt-get install chromium"
@@ -257,17 +256,6 @@ def list_url(keel: Keel, query: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------- the travel flow
-
-
-@contextlib.asynccontextmanager
-async def running_worker(client: Client, settings: Settings) -> AsyncIterator[None]:
-    """A worker on `settings.task_queue` with the platform's workflows and activities."""
-    activity_set = build_activities(settings)
-    try:
-        async with build_worker(client, settings, settings.task_queue, activity_set):
-            yield
-    finally:
-        await activity_set.aclose()
 
 
 async def wait_for_status(handle: RunHandle, status: SagaStatus, within: float = RUN_TIMEOUT_S) -> None:

@@ -59,9 +59,12 @@ AUTO_HEARTBEAT_MAX_S = 2.0
 
 
 async def _heartbeat_every(seconds: float) -> None:
+    # Sleep first: the SDK sends an activity's first heartbeat to the server at once (a persisted
+    # write), and an activity that ends within `seconds` needs none, since the server's heartbeat
+    # timer already runs from the activity's start.
     while True:
-        activity.heartbeat()
         await asyncio.sleep(seconds)
+        activity.heartbeat()
 
 
 class _ContextActivityInbound(ActivityInboundInterceptor):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 
 from temporalio.client import Client
@@ -83,6 +83,28 @@ def build_worker(
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN_TIMEOUT,
     )
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    client: Client, settings: Settings, task_queue: str | None = None
+) -> AsyncIterator[Worker]:
+    """Run the platform's worker in this process for the duration of a `with` block.
+
+    For scripts, tests and `keel demo`: the activities are built from `settings` and closed
+    (HTTP pools, ledger) after the worker has stopped.
+
+    Args:
+        client: A connected client (see `agentkeel.temporal.connect`).
+        settings: Process settings.
+        task_queue: Overrides `settings.task_queue`.
+    """
+    activity_set = build_activities(settings)
+    try:
+        async with build_worker(client, settings, task_queue, activity_set) as worker:
+            yield worker
+    finally:
+        await activity_set.aclose()
 
 
 async def run_worker(
