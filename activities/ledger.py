@@ -12,6 +12,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,24 @@ class LedgerEntry:
     at: float
 
 
+def _retry_busy(op: Callable[[], object], within: float = 30.0) -> None:
+    """Run `op`, retrying while the file is locked.
+
+    Workers that start together on a new ledger race to switch it to WAL and create the
+    schema; SQLite answers "database is locked" at once for that switch instead of waiting
+    in its busy handler, so the wait happens here.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            op()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class Ledger:
     """The ledger file. Thread-safe: activities call it through `asyncio.to_thread`."""
 
@@ -57,9 +76,9 @@ class Ledger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        _retry_busy(lambda: self._db.execute("PRAGMA journal_mode=WAL"))
         self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        _retry_busy(lambda: self._db.executescript(_SCHEMA))
 
     def close(self) -> None:
         """Close the file."""
