@@ -37,10 +37,10 @@ def test_workers_starting_together_share_a_new_ledger(tmp_path: Path) -> None:
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            for i in range(8)
+            for i in range(12)
         ]
         errors = [p.communicate(timeout=60)[1] for p in procs]
-        assert [p.returncode for p in procs] == [0] * 8, errors
+        assert [p.returncode for p in procs] == [0] * 12, errors
         ledger = Ledger(path)
-        assert len(ledger.entries("wf")) == 8
+        assert len(ledger.entries("wf")) == 12
         ledger.close()
