@@ -563,6 +563,11 @@ async def run(plan: Plan, phases: tuple[str, ...], folder: Path) -> dict[str, An
                     for kind in procs:  # warm-up: imports, sandbox, connections
                         for _ in range(3):
                             await runner.one(kind, 4)()
+                    if "latency" in phases:
+                        # First, while the server holds only the warm-up runs: the plain server
+                        # it is compared with is measured fresh too.
+                        say("3. latency on the keel server")
+                        results.setdefault("latency", {})["keel_server"] = await measure_latency(runner, plan)
                     if "steps" in phases:
                         say("1. per-step overhead")
                         results["per_step"] = await measure_steps(runner, plan)
@@ -578,9 +583,6 @@ async def run(plan: Plan, phases: tuple[str, ...], folder: Path) -> dict[str, An
                     if "history" in phases:
                         say("7. history growth")
                         results["history"] = await measure_history(runner, keel_client, plan)
-                    if "latency" in phases:
-                        say("3. latency on the keel server")
-                        results.setdefault("latency", {})["keel_server"] = await measure_latency(runner, plan)
             if "breaker" in phases:
                 say("6. breaker fail-fast")
                 results["breaker"] = await measure_breaker(folder, scenario, provider.port, plan)
