@@ -504,6 +504,10 @@ async def test_oversized_review_through_the_starter_api_says_why(dev_server, tas
         run = await Keel(client).get(handle.id)
         with pytest.raises(InvalidInput, match=r"(?i)too large|bytes|limit"):
             await run.approve(reviewer="ana", comment=_incompressible(3_200_000))
+        # Refused before it was sent: the run still waits, and a decision that fits ends it.
+        assert (await run.status()).status == SagaStatus.AWAITING_REVIEW
+        await run.reject(reviewer="ana", reason="test done")
+        assert (await run.result(wait=30)).status == SagaStatus.COMPENSATED
 
 
 @pytest.mark.integration
