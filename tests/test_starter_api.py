@@ -362,6 +362,13 @@ async def test_the_examples_start_wait_and_review(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
+        # Decide once the script says what it waits for, as the person reading it would.
+        assert starter.stdout is not None
+        printed: list[str] = []
+        while not any("waiting for a review of charge_card" in line for line in printed):
+            line = await asyncio.wait_for(starter.stdout.readline(), 30)
+            assert line, f"the script ended first: {printed}"
+            printed.append(line.decode())
         # The dev server is shared by the session: find this test's run by its task queue.
         waiting = await eventually(
             lambda: keel.list_runs(
@@ -387,7 +394,7 @@ async def test_the_examples_start_wait_and_review(
         assert "approve: " in out.decode() and "charge_card" in out.decode()
         out, err = await asyncio.wait_for(starter.communicate(), 30)
         assert starter.returncode == 0, err.decode()
-        text = out.decode()
+        text = "".join(printed) + out.decode()
         assert f"started {run.workflow_id}" in text
         assert "waiting for a review of charge_card" in text and "status: Completed" in text
         request = await (await keel.get(run.workflow_id)).request()
