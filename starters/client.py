@@ -84,6 +84,9 @@ QUERY_TIMEOUT = timedelta(seconds=10)
 """How long a query or update waits for a worker to answer before `WorkerUnavailable`."""
 CLOSED_QUERY_TIMEOUT = timedelta(seconds=3)
 """Queries on a finished run replay its history on a worker; without one, fall back to the result sooner."""
+LISTING_QUERY_TIMEOUT = timedelta(seconds=3)
+"""How long `pending` waits for each run's worker: one run whose worker is gone must not
+hold up the list (it is shown as unknown)."""
 SUMMARY_MAX = 200
 """The UI shows the static summary on one line; longer goals are cut."""
 WATCH_INTERVAL = 0.5
@@ -385,11 +388,15 @@ class RunHandle:
         except WorkflowQueryFailedError as exc:
             raise WorkerUnavailable(f"the {name!r} query of {self.workflow_id} failed: {exc}") from None
 
-    async def status(self) -> SagaStatusView:
+    async def status(self, *, worker_wait: timedelta | None = None) -> SagaStatusView:
         """The run's `status` query: status, active agent, pending review, spend, errors.
 
         For a finished run whose history no worker can replay, the view is rebuilt from
         the start request and the result.
+
+        Args:
+            worker_wait: How long a live run's query waits for a worker; default the client's
+                `query_timeout`.
 
         Raises:
             RunNotFound: no such workflow id.
@@ -397,7 +404,7 @@ class RunHandle:
         """
         execution = await self.execution_status()
         if execution == WorkflowExecutionStatus.RUNNING:
-            return await self._query("status", SagaStatusView, self._keel.query_timeout)
+            return await self._query("status", SagaStatusView, worker_wait or self._keel.query_timeout)
         try:
             view: SagaStatusView = await self._query("status", SagaStatusView, CLOSED_QUERY_TIMEOUT)
         except WorkerUnavailable:
@@ -1008,7 +1015,9 @@ class Keel:
 
         async def fill(run: RunSummary) -> RunSummary:
             try:
-                view = await RunHandle(self, run.workflow_id, run.run_id).status()
+                view = await RunHandle(self, run.workflow_id, run.run_id).status(
+                    worker_wait=min(self.query_timeout, LISTING_QUERY_TIMEOUT)
+                )
             except (WorkerUnavailable, RunNotFound, RunStuck) as exc:
                 return run.model_copy(update={"waiting_for": f"unknown: {exc}"})
             return run.model_copy(
