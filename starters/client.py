@@ -279,17 +279,12 @@ def _is_not_found(exc: RPCError) -> bool:
     return exc.status == RPCStatusCode.NOT_FOUND
 
 
-def _is_timeout(exc: BaseException) -> bool:
-    return isinstance(exc, RPCError) and exc.status in (
-        RPCStatusCode.DEADLINE_EXCEEDED,
-        RPCStatusCode.CANCELLED,
-    )
-
-
-def _no_poller(exc: RPCError) -> bool:
-    # The server answers a query at once with this when no worker polled the task queue
-    # lately (for instance a run left behind by a worker that is gone): the same situation
-    # as a query timeout, only reported sooner.
+def _no_worker_answered(exc: RPCError) -> bool:
+    """Whether a query or update failed because no worker took it: it timed out, or the
+    server said at once that no worker polled the task queue lately (a run left behind by a
+    worker that is gone)."""
+    if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+        return True
     return exc.status == RPCStatusCode.FAILED_PRECONDITION and "no poller" in exc.message.lower()
 
 
@@ -378,7 +373,7 @@ class RunHandle:
                     f"run {self.workflow_id} cannot answer: its workflow task is failing "
                     "(its history in the Temporal UI shows why)"
                 ) from None
-            if _is_timeout(exc) or _no_poller(exc):
+            if _no_worker_answered(exc):
                 raise WorkerUnavailable(
                     f"no worker answered the {name!r} query of {self.workflow_id} within "
                     f"{wait.total_seconds():g}s (is `keel worker` running on task queue "
@@ -565,7 +560,7 @@ class RunHandle:
                 if "completed" in exc.message.lower():
                     raise ReviewRejected("the run has ended; nothing to review") from None
                 raise RunNotFound(self.workflow_id) from None
-            if _is_timeout(exc) or _no_poller(exc):
+            if _no_worker_answered(exc):
                 raise WorkerUnavailable(
                     f"no worker accepted the review of {self.workflow_id} within "
                     f"{self._keel.query_timeout.total_seconds():g}s"

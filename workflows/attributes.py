@@ -43,11 +43,6 @@ class SearchAttributeWriter:
         for update in updates:
             self._pending[update.key.name] = update
 
-    @property
-    def pending(self) -> bool:
-        """Whether changes wait for a flush."""
-        return bool(self._pending)
-
     def flush(self) -> None:
         """Upsert the recorded changes that differ from the run's current values, in one command."""
         if not self._pending:
