@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import os
 import socket
@@ -35,7 +34,6 @@ from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities.ledger import Ledger
-from activities.registry import build_activities
 from activities.teams import TeamActivities
 from activities.travel import TravelTools
 from agentkeel.contracts import ReviewInput, SagaResult, SagaStatusView, TeamSpec
@@ -45,7 +43,7 @@ from agentkeel.teams import TeamFileError, load_registry, load_team_file
 from starters import cli
 from tests.fixtures.llm import start_offline_llm, stop_offline_llm
 from tests.saga_doubles import TRAVEL_SCRIPT, ScriptedLLM, saga_worker, start_saga
-from workers.worker import build_worker
+from workers.worker import running_worker
 from workflows.registry import ALL_WORKFLOWS
 
 GOAL = "Trip to Lisbon, Dec 10, 3 nights"
@@ -382,16 +380,6 @@ async def test_structured_answer_that_never_fits_is_bounded_and_compensates(clie
 # --------------------------------------------------------------------------- an answer too big for Temporal
 
 
-@contextlib.asynccontextmanager
-async def _real_worker(client: Client, settings: Any, task_queue: str):
-    activity_set = build_activities(settings)
-    try:
-        async with build_worker(client, settings, task_queue, activity_set):
-            yield
-    finally:
-        await activity_set.aclose()
-
-
 @pytest.mark.integration
 async def test_llm_answer_over_the_payload_limit_fails_once_and_compensates(
     dev_server, worker_settings, task_queue, tmp_path, monkeypatch
@@ -410,7 +398,7 @@ async def test_llm_answer_over_the_payload_limit_fails_once_and_compensates(
             update={"llm_port": provider.port, "llm_host": provider.host, "task_queue": task_queue}
         )
         client = dev_server.client
-        async with _real_worker(client, settings, task_queue):
+        async with running_worker(client, settings, task_queue):
             handle = await start_saga(client, task_queue, team=unattended())
             result = await asyncio.wait_for(handle.result(), 60)
         journal = provider.control.journal(path="/v1/chat/completions")

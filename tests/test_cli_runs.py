@@ -31,7 +31,8 @@ from agentkeel.teams import load_registry
 from starters import cli, render
 from starters.client import Keel, RunSummary
 from starters.cmd_runs import parse_json_object, parse_metadata
-from tests.test_starter_api import eventually, keel_worker, make_keel_settings, wait_for_review
+from tests.test_starter_api import eventually, make_keel_settings, wait_for_review
+from workers.worker import running_worker
 
 GOAL = "Trip to Lisbon, Dec 10, 3 nights"
 RUN_COMMANDS = [
@@ -363,7 +364,7 @@ async def test_cli_start_review_approve(
     dev_server: Any, server_env: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     api = Keel(dev_server.client, settings=server_env)
-    async with keel_worker(dev_server.client, server_env):
+    async with running_worker(dev_server.client, server_env):
         code, out, err = await akeel(capsys, "start", "travel", GOAL, "--meta", "ticket=T-9", "--json")
         assert code == 0, err
         started = json.loads(out)
@@ -433,7 +434,7 @@ async def test_cli_wait_reject_dead_letter_redrive_cancel(
 ) -> None:
     api = Keel(dev_server.client, settings=server_env)
     workflow_id = f"keel-travel-{uuid.uuid4().hex[:12]}"
-    async with keel_worker(dev_server.client, server_env):
+    async with running_worker(dev_server.client, server_env):
         # `start --wait` blocks until the run ends; the rejection arrives meanwhile.
         waiting = asyncio.create_task(
             asyncio.to_thread(cli.run, ["start", "travel", GOAL, "--id", workflow_id, "--wait", "--json"])

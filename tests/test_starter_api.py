@@ -11,15 +11,13 @@ import os
 import re
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 import yaml
-from temporalio.client import Client
 
 from agentkeel.contracts import SagaRequest, SagaStatusView
 from agentkeel.search_attributes import SagaStatus
@@ -66,13 +64,6 @@ def make_keel_settings(
 def keel_settings(worker_settings: Settings, offline_llm: Any, task_queue: str, dev_server: Any) -> Settings:
     """See `make_keel_settings`."""
     return make_keel_settings(worker_settings, offline_llm, task_queue, dev_server)
-
-
-@asynccontextmanager
-async def keel_worker(client: Client, settings: Settings) -> AsyncIterator[None]:
-    """The platform's worker (every workflow and activity) on `settings.task_queue`."""
-    async with running_worker(client, settings):
-        yield
 
 
 async def eventually(
@@ -189,7 +180,7 @@ async def test_start_validates_before_touching_the_server(tmp_path: Path) -> Non
 @pytest.mark.integration
 async def test_start_review_approve_and_find(dev_server: Any, keel_settings: Settings) -> None:
     keel = Keel(dev_server.client, settings=keel_settings)
-    async with keel_worker(dev_server.client, keel_settings):
+    async with running_worker(dev_server.client, keel_settings):
         run = await keel.start("travel", GOAL, metadata={"ticket": "T-1"})
         assert re.fullmatch(r"keel-travel-[0-9a-f]{12}", run.workflow_id)
         assert run.ui_url.startswith(dev_server.ui_url) and run.workflow_id in run.ui_url
@@ -243,7 +234,7 @@ async def test_start_review_approve_and_find(dev_server: Any, keel_settings: Set
 @pytest.mark.integration
 async def test_reject_then_dead_letter_and_redrive(dev_server: Any, keel_settings: Settings) -> None:
     keel = Keel(dev_server.client, settings=keel_settings)
-    async with keel_worker(dev_server.client, keel_settings):
+    async with running_worker(dev_server.client, keel_settings):
         run = await keel.start("travel", GOAL, correlation_id=f"corr-{uuid.uuid4().hex[:8]}")
         await wait_for_review(run)
         outcome = await run.reject(reviewer="ana", reason="too expensive")
@@ -278,7 +269,7 @@ async def test_reject_then_dead_letter_and_redrive(dev_server: Any, keel_setting
 @pytest.mark.integration
 async def test_edit_is_checked_by_the_run(dev_server: Any, keel_settings: Settings) -> None:
     keel = Keel(dev_server.client, settings=keel_settings)
-    async with keel_worker(dev_server.client, keel_settings):
+    async with running_worker(dev_server.client, keel_settings):
         run = await keel.start("travel", GOAL)
         view = await wait_for_review(run)
         assert view.pending_review is not None
@@ -300,7 +291,7 @@ async def test_a_review_whose_worker_is_gone_is_still_listed(
     # A short query timeout: the server may answer "no poller seen" at once or let the query
     # wait; either way the reader gets WorkerUnavailable and `pending` still lists the run.
     keel = Keel(dev_server.client, settings=keel_settings, query_timeout=timedelta(seconds=2))
-    async with keel_worker(dev_server.client, keel_settings):
+    async with running_worker(dev_server.client, keel_settings):
         run = await keel.start("travel", GOAL)
         await wait_for_review(run)
     try:
@@ -352,7 +343,7 @@ async def test_the_examples_start_wait_and_review(
     }
     env.pop("KEEL_CONFIG", None)
     keel = Keel(dev_server.client, settings=keel_settings)
-    async with keel_worker(dev_server.client, keel_settings):
+    async with running_worker(dev_server.client, keel_settings):
         starter = await asyncio.create_subprocess_exec(
             sys.executable,
             str(examples / "start_and_wait.py"),
