@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agentkeel.names import HANDOFF_TOOL_PREFIX
 from agentkeel.schemas import schema_error
 from agentkeel.search_attributes import SagaStatus
+from agentkeel.signing import SigningError, parse_public_key
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
 
@@ -118,7 +119,9 @@ class ToolRequest(_Model):
 
     Attributes:
         arguments: Arguments, already validated against the tool's JSON schema.
-        idempotency_key: `<workflow id>:<step>`; the tool must do its side effect at most once per key.
+        idempotency_key: `<workflow id>:<first run id>:<step>`: unique to one saga execution and step,
+            stable across retries, worker crashes and continue-as-new, new for every start, redrive
+            or reuse of a workflow id. The tool must do its side effect at most once per key.
         correlation_id: The run's correlation id.
         workflow_id: The run's workflow id.
         step: Step number within the run.
@@ -250,6 +253,27 @@ class ReviewPolicy(_Model):
     on_timeout: Literal["reject", "escalate"] = "reject"
     """`reject` compensates at the timeout; `escalate` marks the run and rejects after a second timeout."""
     escalation_timeout_s: float = Field(default=24 * 3600, gt=0)
+    reviewers: list[str] = Field(default_factory=list)
+    """Who may decide: names or shell-style patterns (`ana`, `ops-*`); empty lets anyone decide."""
+    reviewer_keys: list[str] = Field(default_factory=list)
+    """Ed25519 public keys (`ed25519:<base64>`); when set, only decisions signed by one of them count."""
+
+    @field_validator("reviewers")
+    @classmethod
+    def _reviewers(cls, v: list[str]) -> list[str]:
+        if any(not name.strip() for name in v):
+            raise ValueError("review.reviewers must not hold empty names")
+        return v
+
+    @field_validator("reviewer_keys")
+    @classmethod
+    def _keys(cls, v: list[str]) -> list[str]:
+        for key in v:
+            try:
+                parse_public_key(key)
+            except SigningError as exc:
+                raise ValueError(f"review.reviewer_keys: {exc}") from None
+        return v
 
 
 class TeamSpec(_Model):
@@ -353,6 +377,8 @@ class SagaCheckpoint(_Model):
     escalated: bool = False
     runs: int = 1
     """How many runs (continue-as-new generations) this saga has had."""
+    key_scope: str | None = None
+    """Prefix of the run's idempotency keys, kept so keys stay stable across continue-as-new."""
 
 
 class SagaRequest(_Model):
@@ -434,22 +460,35 @@ class ReviewRequest(_Model):
 Decision = Literal["approve", "reject", "edit"]
 
 
+def _check_reviewer(value: str) -> str:
+    if not value.strip():
+        raise ValueError("a decision needs a non-empty reviewer")
+    return value.strip()
+
+
+Reviewer = Annotated[str, AfterValidator(_check_reviewer)]
+"""Who decided: a decision without one is refused, never applied as somebody's."""
+
+
 class ReviewInput(_Model):
     """Argument of the `review` update.
 
     Attributes:
         decision: `approve`, `reject`, or `edit` (approve with new `arguments`).
         request_id: The pending request's id; when given it must match.
-        reviewer: Who decided.
+        reviewer: Who decided: required and non-empty, never assumed.
         comment: Why (the reason, for a rejection).
         arguments: New tool arguments, for `edit`; validated against the tool's schema.
+        signature: Base64 Ed25519 signature of the decision (`agentkeel.signing.decision_message`),
+            required when the team's review policy lists reviewer keys.
     """
 
     decision: Decision
     request_id: str | None = None
-    reviewer: str = "anonymous"
+    reviewer: Reviewer
     comment: str | None = None
     arguments: dict[str, Any] | None = None
+    signature: str | None = None
 
     @model_validator(mode="after")
     def _edit_has_args(self) -> ReviewInput:
@@ -461,21 +500,23 @@ class ReviewInput(_Model):
 
 
 class ApproveSignal(BaseModel):
-    """Payload of the `approve` signal (stock `temporal` CLI friendly)."""
+    """Payload of the `approve` signal (stock `temporal` CLI friendly): `reviewer` is required."""
 
     model_config = ConfigDict(extra="forbid")
-    reviewer: str = "anonymous"
+    reviewer: Reviewer
     comment: str | None = None
     request_id: str | None = None
+    signature: str | None = None
 
 
 class RejectSignal(BaseModel):
-    """Payload of the `reject` signal."""
+    """Payload of the `reject` signal: `reviewer` is required."""
 
     model_config = ConfigDict(extra="forbid")
-    reviewer: str = "anonymous"
+    reviewer: Reviewer
     reason: str | None = None
     request_id: str | None = None
+    signature: str | None = None
 
 
 class ReviewRecord(_Model):
@@ -499,6 +540,8 @@ class ReviewOutcome(_Model):
     decision: str
     status: SagaStatus
     message: str
+    refused: bool = False
+    """The run recorded the decision but did not apply it (reviewer not allowed, bad signature)."""
 
 
 class RejectedSignal(_Model):
@@ -553,7 +596,9 @@ class SagaStatusView(_Model):
 class TranscriptEntry(_Model):
     """One line of the `transcript` query: a message, a tool call, a handoff or a decision."""
 
-    kind: Literal["message", "tool_call", "tool_result", "handoff", "decision", "compensation", "note"]
+    kind: Literal[
+        "message", "tool_call", "tool_result", "tool_error", "handoff", "decision", "compensation", "note"
+    ]
     agent: str | None = None
     role: str | None = None
     content: str | None = None

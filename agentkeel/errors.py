@@ -27,10 +27,22 @@ TOOL_FAILED = "ToolFailed"
 UNKNOWN_TEAM = "UnknownTeam"
 """`resolve_team` was asked for a team that is not registered: non-retryable."""
 
+ACTIVITY_NOT_REGISTERED = "NotFoundError"
+"""Raised by the Temporal SDK's worker for an activity it does not have: a tool no worker registered."""
+
+SAGA_REJECTED = "SagaRejected"
+"""A run's reviewer said no (nothing to undo, or everything undone): the workflow ends Temporal *Failed*."""
+SAGA_COMPENSATED = "SagaCompensated"
+"""A run failed or was rejected after side effects, all of them compensated: Temporal *Failed*."""
+SAGA_FAILED = "SagaFailed"
+"""A run failed with nothing to undo, or left side effects uncompensated: Temporal *Failed*."""
+SAGA_OUTCOMES: tuple[str, ...] = (SAGA_REJECTED, SAGA_COMPENSATED, SAGA_FAILED)
+"""The error types whose details carry the run's full `SagaResult`."""
+
 LLM_NON_RETRYABLE: tuple[str, ...] = (
     LLM_BAD_REQUEST,
     LLM_CONTEXT_TOO_LONG,
     LLM_RESPONSE_TOO_LARGE,
     UNKNOWN_MODEL_ALIAS,
 )
-TOOL_NON_RETRYABLE: tuple[str, ...] = (TOOL_INVALID_ARGUMENTS, TOOL_FAILED)
+TOOL_NON_RETRYABLE: tuple[str, ...] = (TOOL_INVALID_ARGUMENTS, TOOL_FAILED, ACTIVITY_NOT_REGISTERED)

@@ -39,6 +39,7 @@ from agentkeel.contracts import SagaRequest, SagaResult, TeamSpec
 from agentkeel.devserver import DevServer, find_free_port
 from agentkeel.names import AGENT_SAGA_WORKFLOW, CALL_LLM_ACTIVITY, IDEMPOTENCY_HEADER
 from agentkeel.offline.control import ProviderControl
+from agentkeel.outcomes import saga_result
 from agentkeel.search_attributes import SagaStatus
 from agentkeel.teams import load_registry
 from agentkeel.temporal import connect
@@ -370,7 +371,7 @@ class ChaosStack:
 
         async def one(handle: WorkflowHandle) -> RunOutcome:
             try:
-                result: SagaResult = await handle.result()
+                result: SagaResult = await saga_result(handle)
             except Exception as exc:  # a failed workflow: lost
                 return RunOutcome(handle.id, SagaStatus.FAILED, f"{type(exc).__name__}: {exc}", time.time())
             return RunOutcome(handle.id, result.status, result.reason, time.time())

@@ -32,6 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
@@ -43,7 +44,7 @@ from temporalio.client import (
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -61,11 +62,15 @@ from agentkeel.contracts import (
     TranscriptEntry,
 )
 from agentkeel.names import AGENT_SAGA_WORKFLOW, WORKFLOW_ID_PREFIX
+from agentkeel.outcomes import saga_result_of
 from agentkeel.search_attributes import SagaStatus
 from agentkeel.settings import Settings, load_settings
+from agentkeel.signing import SigningError
 from agentkeel.teams import TeamFileError, load_registry, load_team_file
+from starters.reviewer import resolve_reviewer, reviewer_key, signature_for
 
 __all__ = [
+    "DecisionRefused",
     "InvalidInput",
     "Keel",
     "KeelError",
@@ -129,12 +134,17 @@ class ReviewRejected(KeelError):
     """The run refused a review decision; the message is the workflow validator's reason."""
 
 
+class DecisionRefused(ReviewRejected):
+    """The run recorded the decision and did not apply it: the reviewer may not decide, or the
+    signature is missing or wrong. `keel status` lists it under refused decisions."""
+
+
 class RunStuck(KeelError):
     """The run cannot answer: its workflow task keeps failing (a bug or a bad deployment)."""
 
 
 class RunAlreadyExists(KeelError):
-    """A run with this workflow id is already running."""
+    """A run with this workflow id is running, or has run and reusing its id was not asked for."""
 
 
 class WorkerUnavailable(KeelError):
@@ -286,6 +296,13 @@ def _no_worker_answered(exc: RPCError) -> bool:
     if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
         return True
     return exc.status == RPCStatusCode.FAILED_PRECONDITION and "no poller" in exc.message.lower()
+
+
+def _reviewer_name(reviewer: str | None) -> str:
+    try:
+        return resolve_reviewer(reviewer).name
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
 
 
 def _failure_message(exc: BaseException) -> str:
@@ -487,6 +504,9 @@ class RunHandle:
                 raise RunNotFound(self.workflow_id) from None
             raise
         except WorkflowFailureError as exc:
+            result = saga_result_of(exc)
+            if result is not None:
+                return result
             raise KeelError(
                 f"run {self.workflow_id} ended without a result: {_failure_message(exc)}"
             ) from None
@@ -538,20 +558,62 @@ class RunHandle:
         """The review the run waits for, or None."""
         return (await self.status()).pending_review
 
-    async def _review(self, decision: ReviewInput) -> ReviewOutcome:
-        _check_size("review decision", decision)
-        if decision.request_id is None:
-            view = await self.status()
-            if view.pending_review is None:
-                if view.status.is_final:
-                    raise ReviewRejected(f"the run has ended ({view.status.value}); nothing to review")
-                raise ReviewRejected(
-                    f"run {self.workflow_id} is not waiting for a review ({view.status.value})"
-                )
-            decision = decision.model_copy(update={"request_id": view.pending_review.request_id})
+    async def _pending_request_id(self) -> str:
+        view = await self.status()
+        if view.pending_review is None:
+            if view.status.is_final:
+                raise ReviewRejected(f"the run has ended ({view.status.value}); nothing to review")
+            raise ReviewRejected(f"run {self.workflow_id} is not waiting for a review ({view.status.value})")
+        return view.pending_review.request_id
+
+    def _signature(
+        self, request_id: str, decision: str, reviewer: str, arguments: dict[str, Any] | None
+    ) -> str | None:
+        return signature_for(
+            self._keel.signing_key(),
+            workflow_id=self.workflow_id,
+            request_id=request_id,
+            decision=decision,
+            reviewer=reviewer,
+            arguments=arguments,
+        )
+
+    async def _review(
+        self,
+        decision: str,
+        *,
+        reviewer: str | None,
+        comment: str | None,
+        request_id: str | None,
+        arguments: dict[str, Any] | None = None,
+    ) -> ReviewOutcome:
+        name = _reviewer_name(reviewer)
+        try:
+            review = ReviewInput.model_validate(
+                {
+                    "decision": decision,
+                    "reviewer": name,
+                    "comment": comment,
+                    "request_id": request_id,
+                    "arguments": arguments,
+                }
+            )
+        except ValidationError as exc:
+            from agentkeel.teams import format_validation_error
+
+            raise InvalidInput(f"invalid decision: {format_validation_error(exc)}") from None
+        _check_size("review decision", review)
+        # The signature covers the request id, so it must be known before signing.
+        request_id = request_id or await self._pending_request_id()
+        review = review.model_copy(
+            update={
+                "request_id": request_id,
+                "signature": self._signature(request_id, decision, name, arguments),
+            }
+        )
         try:
             outcome: ReviewOutcome = await self._handle.execute_update(
-                "review", decision, result_type=ReviewOutcome, rpc_timeout=self._keel.query_timeout
+                "review", review, result_type=ReviewOutcome, rpc_timeout=self._keel.query_timeout
             )
         except WorkflowUpdateFailedError as exc:
             raise ReviewRejected(_failure_message(exc)) from None
@@ -566,44 +628,52 @@ class RunHandle:
                     f"{self._keel.query_timeout.total_seconds():g}s"
                 ) from None
             raise
+        if outcome.refused:
+            raise DecisionRefused(outcome.message)
         return outcome
 
     async def approve(
-        self, *, reviewer: str = "anonymous", comment: str | None = None, request_id: str | None = None
+        self, *, reviewer: str | None = None, comment: str | None = None, request_id: str | None = None
     ) -> ReviewOutcome:
         """Approve the pending review through the `review` update and return what the run did.
 
         Args:
-            reviewer: Who decides.
+            reviewer: Who decides; None takes `KEEL_REVIEWER`, then the OS user (never "anonymous").
             comment: Why.
             request_id: The review to approve; None reads the pending one from the status query.
 
+        The decision is signed with the key `KEEL_REVIEWER_KEY` names (or `Keel(reviewer_key=...)`).
+
         Raises:
             ReviewRejected: the run refused (no review pending, wrong request id, run ended).
+            DecisionRefused: the run recorded the decision but this reviewer may not decide,
+                or the signature is missing or wrong.
             RunNotFound: no such workflow id.
         """
-        return await self._review(
-            ReviewInput(decision="approve", reviewer=reviewer, comment=comment, request_id=request_id)
-        )
+        return await self._review("approve", reviewer=reviewer, comment=comment, request_id=request_id)
 
     async def reject(
-        self, *, reviewer: str = "anonymous", reason: str | None = None, request_id: str | None = None
+        self, *, reviewer: str | None = None, reason: str | None = None, request_id: str | None = None
     ) -> ReviewOutcome:
         """Reject the pending review: the run compensates what it did and ends.
 
+        Args:
+            reviewer: Who decides; None takes `KEEL_REVIEWER`, then the OS user.
+            reason: Why.
+            request_id: The review to reject; None reads the pending one.
+
         Raises:
             ReviewRejected: the run refused the decision.
+            DecisionRefused: this reviewer may not decide, or the signature is missing or wrong.
             RunNotFound: no such workflow id.
         """
-        return await self._review(
-            ReviewInput(decision="reject", reviewer=reviewer, comment=reason, request_id=request_id)
-        )
+        return await self._review("reject", reviewer=reviewer, comment=reason, request_id=request_id)
 
     async def edit(
         self,
         arguments: Mapping[str, Any],
         *,
-        reviewer: str = "anonymous",
+        reviewer: str | None = None,
         comment: str | None = None,
         request_id: str | None = None,
     ) -> ReviewOutcome:
@@ -612,18 +682,13 @@ class RunHandle:
         Raises:
             InvalidInput: `arguments` is not a mapping.
             ReviewRejected: the arguments do not fit, or the run refused the decision.
+            DecisionRefused: this reviewer may not decide, or the signature is missing or wrong.
             RunNotFound: no such workflow id.
         """
         if not isinstance(arguments, Mapping):
             raise InvalidInput(f"edited arguments must be a JSON object, got {type(arguments).__name__}")
         return await self._review(
-            ReviewInput(
-                decision="edit",
-                reviewer=reviewer,
-                comment=comment,
-                request_id=request_id,
-                arguments=dict(arguments),
-            )
+            "edit", reviewer=reviewer, comment=comment, request_id=request_id, arguments=dict(arguments)
         )
 
     async def _signal(self, name: str, payload: BaseModel) -> None:
@@ -635,19 +700,29 @@ class RunHandle:
                 raise RunNotFound(self.workflow_id) from None
             raise
 
+    async def _signed_signal(
+        self, name: str, reviewer: str | None, request_id: str | None, **fields: str | None
+    ) -> None:
+        who = _reviewer_name(reviewer)
+        signature = None
+        if self._keel.signing_key() is not None:
+            request_id = request_id or await self._pending_request_id()
+            signature = self._signature(request_id, name, who, None)
+        model = ApproveSignal if name == "approve" else RejectSignal
+        payload = model(reviewer=who, request_id=request_id, signature=signature, **fields)
+        await self._signal(name, payload)
+
     async def signal_approve(
-        self, *, reviewer: str = "anonymous", comment: str | None = None, request_id: str | None = None
+        self, *, reviewer: str | None = None, comment: str | None = None, request_id: str | None = None
     ) -> None:
         """Send the `approve` signal: fire-and-forget (a refusal shows in `status().rejected_signals`)."""
-        await self._signal(
-            "approve", ApproveSignal(reviewer=reviewer, comment=comment, request_id=request_id)
-        )
+        await self._signed_signal("approve", reviewer, request_id, comment=comment)
 
     async def signal_reject(
-        self, *, reviewer: str = "anonymous", reason: str | None = None, request_id: str | None = None
+        self, *, reviewer: str | None = None, reason: str | None = None, request_id: str | None = None
     ) -> None:
         """Send the `reject` signal: fire-and-forget."""
-        await self._signal("reject", RejectSignal(reviewer=reviewer, reason=reason, request_id=request_id))
+        await self._signed_signal("reject", reviewer, request_id, reason=reason)
 
     async def cancel(self, *, reason: str = "") -> None:
         """Ask the run to cancel: it compensates what it did and ends `Cancelled`.
@@ -686,6 +761,7 @@ class Keel:
         address: Temporal address overriding env config, used when connecting.
         namespace: Temporal namespace overriding env config, used when connecting.
         query_timeout: How long queries and updates wait for a worker.
+        reviewer_key: Private key file that signs review decisions; None uses `KEEL_REVIEWER_KEY`.
     """
 
     def __init__(
@@ -696,12 +772,25 @@ class Keel:
         address: str | None = None,
         namespace: str | None = None,
         query_timeout: timedelta = QUERY_TIMEOUT,
+        reviewer_key: str | Path | None = None,
     ) -> None:
         self._client = client
         self.settings = settings or load_settings()
         self._address = address
         self._namespace = namespace
         self.query_timeout = query_timeout
+        self._reviewer_key_path = reviewer_key
+
+    def signing_key(self) -> Ed25519PrivateKey | None:
+        """The key that signs this client's review decisions, or None.
+
+        Raises:
+            InvalidInput: the key file is missing or is not an Ed25519 private key.
+        """
+        try:
+            return reviewer_key(self._reviewer_key_path)
+        except SigningError as exc:
+            raise InvalidInput(str(exc)) from None
 
     @classmethod
     async def connect(
@@ -799,6 +888,7 @@ class Keel:
         workflow_id: str | None = None,
         correlation_id: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        reuse_id: bool = False,
     ) -> RunHandle:
         """Start an agent saga.
 
@@ -811,6 +901,8 @@ class Keel:
             workflow_id: Default `keel-<team>-<12 hex chars>`.
             correlation_id: Default a fresh uuid4 hex; carried to every activity, log line and HTTP call.
             metadata: String key/values stored with the request (shown in the UI's details).
+            reuse_id: Allow `workflow_id` to be the id of a closed run (the new run gets its own
+                idempotency keys, so it never shares side effects with the old one).
 
         Returns:
             A handle on the started run.
@@ -818,7 +910,7 @@ class Keel:
         Raises:
             TeamNotFound: unknown team name.
             InvalidInput: bad team file, empty goal, non-string metadata, server-side validation.
-            RunAlreadyExists: `workflow_id` is already running.
+            RunAlreadyExists: `workflow_id` is running, or has run and `reuse_id` is False.
         """
         team_name, spec = self.resolve_team(team)
         try:
@@ -833,16 +925,21 @@ class Keel:
             from agentkeel.teams import format_validation_error
 
             raise InvalidInput(f"invalid request: {format_validation_error(exc)}") from None
-        return await self.start_request(request, workflow_id=workflow_id, entry=spec.entry)
+        return await self.start_request(request, workflow_id=workflow_id, entry=spec.entry, reuse_id=reuse_id)
 
     async def start_request(
-        self, request: SagaRequest, *, workflow_id: str | None = None, entry: str | None = None
+        self,
+        request: SagaRequest,
+        *,
+        workflow_id: str | None = None,
+        entry: str | None = None,
+        reuse_id: bool = False,
     ) -> RunHandle:
         """Start a run from a prepared `SagaRequest` (used by `start` and `redrive`).
 
         Raises:
             InvalidInput: the server refused the start (for instance unknown search attributes).
-            RunAlreadyExists: `workflow_id` is already running.
+            RunAlreadyExists: `workflow_id` is running, or has run and `reuse_id` is False.
         """
         if request.checkpoint is not None:
             raise InvalidInput("a request with a checkpoint is the workflow's own continue-as-new input")
@@ -872,9 +969,14 @@ class Keel:
                 search_attributes=attributes,
                 static_summary=_summary(team, request.goal),
                 static_details=_details(request, entry, workflow_id),
+                # A closed run's id is not taken over silently: its history, its UI link and
+                # its place in listings would be shadowed by the new run.
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE
+                if reuse_id
+                else WorkflowIDReusePolicy.REJECT_DUPLICATE,
             )
         except WorkflowAlreadyStartedError:
-            raise RunAlreadyExists(f"a run with workflow id {workflow_id!r} is already running") from None
+            raise await self._already_exists(workflow_id) from None
         except RPCError as exc:
             if exc.status == RPCStatusCode.INVALID_ARGUMENT:
                 message = _first_line(exc.message)
@@ -889,6 +991,18 @@ class Keel:
             correlation_id=request.correlation_id,
         )
 
+    async def _already_exists(self, workflow_id: str) -> RunAlreadyExists:
+        try:
+            execution = await RunHandle(self, workflow_id).execution_status()
+        except RunNotFound:
+            execution = WorkflowExecutionStatus.RUNNING  # gone again since: report the conflict as seen
+        if execution == WorkflowExecutionStatus.RUNNING:
+            return RunAlreadyExists(f"a run with workflow id {workflow_id!r} is already running")
+        return RunAlreadyExists(
+            f"a run with workflow id {workflow_id!r} already ran ({_execution_status_name(execution)}); "
+            "reuse its id with --reuse-id (reuse_id=True) to start a new run with fresh idempotency keys"
+        )
+
     async def get(self, workflow_id: str) -> RunHandle:
         """A handle on an existing run.
 
@@ -900,12 +1014,18 @@ class Keel:
         return handle
 
     async def redrive(
-        self, workflow_id: str, *, new_workflow_id: str | None = None, correlation_id: str | None = None
+        self,
+        workflow_id: str,
+        *,
+        new_workflow_id: str | None = None,
+        correlation_id: str | None = None,
+        reuse_id: bool = False,
     ) -> RunHandle:
         """Start a new run with the same request as a finished one (the dead-letter redrive).
 
         The new run keeps the correlation id (both runs belong to one business transaction)
-        and records the old one in `metadata["redrive_of"]`.
+        and records the old one in `metadata["redrive_of"]`. Redriving under the old run's own id
+        (`new_workflow_id=workflow_id`) needs `reuse_id=True`.
 
         Raises:
             RunNotFound: no such workflow id.
@@ -931,7 +1051,7 @@ class Keel:
         if redriven.team_name is not None and redriven.team_name not in self.teams():
             raise TeamNotFound(redriven.team_name, list(self.teams()))
         entry = team.entry if team else self.teams()[str(redriven.team_name)].entry
-        return await self.start_request(redriven, workflow_id=new_workflow_id, entry=entry)
+        return await self.start_request(redriven, workflow_id=new_workflow_id, entry=entry, reuse_id=reuse_id)
 
     # ------------------------------------------------------------------ listing
 

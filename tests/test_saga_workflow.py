@@ -20,6 +20,7 @@ from agentkeel.contracts import (
     SagaStatusView,
     TranscriptEntry,
 )
+from agentkeel.outcomes import saga_result
 from agentkeel.search_attributes import SagaStatus
 from tests.saga_doubles import (
     TRAVEL_SCRIPT,
@@ -56,7 +57,7 @@ async def wait_for_review(handle: WorkflowHandle, within: float = 20) -> SagaSta
 
 
 async def finish(handle: WorkflowHandle) -> SagaResult:
-    result = await handle.result()
+    result = await saga_result(handle)
     HISTORIES.append(await handle.fetch_history())
     return result
 
@@ -151,16 +152,22 @@ async def test_edit_and_approve_validates_arguments(client, task_queue, tmp_path
         rid = view.pending_review.request_id
         with pytest.raises(WorkflowUpdateFailedError) as bad:
             await handle.execute_update(
-                "review", ReviewInput(decision="edit", request_id=rid, arguments={"amount_usd": -5})
+                "review",
+                ReviewInput(reviewer="ana", decision="edit", request_id=rid, arguments={"amount_usd": -5}),
             )
         assert "amount_usd" in str(bad.value.cause) or "description" in str(bad.value.cause)
         with pytest.raises(WorkflowUpdateFailedError) as wrong_id:
-            await handle.execute_update("review", ReviewInput(decision="approve", request_id="nope"))
+            await handle.execute_update(
+                "review", ReviewInput(reviewer="ana", decision="approve", request_id="nope")
+            )
         assert "not the pending one" in str(wrong_id.value.cause)
         outcome = await handle.execute_update(
             "review",
             ReviewInput(
-                decision="edit", request_id=rid, arguments={"amount_usd": 900.0, "description": "discounted"}
+                reviewer="ana",
+                decision="edit",
+                request_id=rid,
+                arguments={"amount_usd": 900.0, "description": "discounted"},
             ),
             result_type=ReviewOutcome,
         )
@@ -280,7 +287,7 @@ async def test_cancel_while_awaiting_review_compensates(client, task_queue, tmp_
         await wait_for_review(handle)
         await handle.cancel()
         with pytest.raises(WorkflowFailureError) as failure:
-            await handle.result()
+            await saga_result(handle)
         assert isinstance(failure.value.cause, CancelledError)
         HISTORIES.append(await handle.fetch_history())
         view = await status_of(handle)
@@ -327,7 +334,7 @@ async def test_continue_as_new_carries_the_saga(client, task_queue, tmp_path, mo
         handle = await start_saga(client, task_queue)
         await wait_for_review(handle)
         await handle.signal("reject", {"reviewer": "ana", "reason": "changed my mind"})
-        result = await handle.result()
+        result = await saga_result(handle)
         assert result.status == SagaStatus.COMPENSATED
         assert ledger_actions(ledger, handle.id) == [
             "book_flight",

@@ -29,6 +29,7 @@ from agentkeel import search_attributes as sa
 from agentkeel.codec import build_data_converter
 from agentkeel.contracts import ReviewInput, ReviewOutcome, SagaRequest, SagaResult, SagaStatusView
 from agentkeel.names import AGENT_SAGA_WORKFLOW
+from agentkeel.outcomes import saga_result
 from agentkeel.search_attributes import SagaStatus
 from workers.worker import running_worker
 from workflows.registry import ALL_WORKFLOWS
@@ -117,7 +118,7 @@ async def test_travel_approved_with_the_stock_cli(dev_server, travel_settings, t
             address=dev_server.address,
         )
         assert signalled.returncode == 0, signalled.stderr
-        result = await handle.result()
+        result = await saga_result(handle)
         assert result.status == SagaStatus.COMPLETED, result.reason
         assert result.reviews[0].reviewer == "ana"
         ledger = Ledger(travel_settings.ledger)
@@ -146,7 +147,7 @@ async def test_travel_approved_with_the_stock_cli(dev_server, travel_settings, t
         await _record(handle, "travel_approved")
         # An update to a finished run gets a clear error, not a hang.
         with pytest.raises((RPCError, WorkflowUpdateRPCTimeoutOrCancelledError)):
-            await handle.execute_update("review", ReviewInput(decision="approve"))
+            await handle.execute_update("review", ReviewInput(reviewer="ana", decision="approve"))
 
 
 async def test_travel_rejected_compensates_in_reverse(dev_server, travel_settings, task_queue):
@@ -160,7 +161,7 @@ async def test_travel_rejected_compensates_in_reverse(dev_server, travel_setting
             result_type=ReviewOutcome,
         )
         assert outcome.status == SagaStatus.COMPENSATING
-        result = await handle.result()
+        result = await saga_result(handle)
         assert result.status == SagaStatus.COMPENSATED
         assert [c.compensation for c in result.compensations] == ["cancel_hotel", "cancel_flight"]
         ledger = Ledger(travel_settings.ledger)

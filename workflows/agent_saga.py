@@ -84,12 +84,23 @@ with workflow.unsafe.imports_passed_through():
         TOOL_RETRY,
         TOOL_START_TO_CLOSE,
     )
+    from workflows.review import authority_problem, describe_request
     from workflows.saga import Saga
 
 _LLM_OUTAGE_ERRORS = {errors.LLM_UNAVAILABLE, errors.CIRCUIT_OPEN, errors.LLM_RATE_LIMITED}
 _COALESCED_ATTRIBUTES = "coalesce-search-attributes"
 """Patch id: search attributes written once per workflow task, only when changed (histories
 recorded before it replay with one upsert per change)."""
+_EXECUTION_KEYS = "execution-scoped-keys"
+"""Patch id: idempotency keys are `<workflow id>:<first run id>:<step>`, unique to one saga execution
+(before it, `<workflow id>:<step>`, which a run reusing a closed run's id shared with that run)."""
+_FAILED_OUTCOMES = "failed-outcomes"
+"""Patch id: runs that did not reach their goal end as Temporal *Failed* with a typed error."""
+_OUTCOME_ERRORS = {
+    SagaStatus.REJECTED: errors.SAGA_REJECTED,
+    SagaStatus.COMPENSATED: errors.SAGA_COMPENSATED,
+    SagaStatus.FAILED: errors.SAGA_FAILED,
+}
 _TRANSCRIPT_KEEP = 400
 """Transcript entries carried across continue-as-new (earlier runs keep the full record)."""
 
@@ -111,6 +122,7 @@ class _Decision:
     comment: str | None
     arguments: dict[str, Any] | None
     via: Literal["update", "signal", "timeout"]
+    signature: str | None = None
 
 
 def _cause(exc: BaseException) -> ApplicationError | None:
@@ -157,6 +169,7 @@ class AgentSagaWorkflow:
         self._visits: list[str] = list(cp.visits) if cp else []
         self._escalated = cp.escalated if cp else False
         self._generation = cp.runs if cp else 1
+        self._key_scope: str | None = cp.key_scope if cp else None
         self._compensations: list[CompensationRecord] = []
         self._saga = Saga(on_record=self._compensation_done)
         for pending in cp.compensations if cp else []:
@@ -176,6 +189,12 @@ class AgentSagaWorkflow:
     async def run(self, request: SagaRequest) -> SagaResult:
         """Run the team until a final answer, a rejection, a failure or a cancellation."""
         self._attrs.coalesce = workflow.patched(_COALESCED_ATTRIBUTES)
+        if self._key_scope is None:
+            info = workflow.info()
+            scoped = workflow.patched(_EXECUTION_KEYS)
+            self._key_scope = (
+                f"{info.workflow_id}:{info.first_execution_run_id}" if scoped else info.workflow_id
+            )
         try:
             if self._team is None:
                 self._team = await self._resolve_team(request)
@@ -198,7 +217,14 @@ class AgentSagaWorkflow:
                 )
             else:
                 status = await self._unwind(final_ok=SagaStatus.COMPENSATED, final_nothing=SagaStatus.FAILED)
-            return self._result(status, reason=halt.reason)
+            result = self._result(status, reason=halt.reason)
+            if workflow.patched(_FAILED_OUTCOMES):
+                # The goal was not reached: say so in Temporal itself (UI list, ExecutionStatus
+                # queries, the SDK's metrics), with the whole result in the error's details.
+                raise ApplicationError(
+                    f"{status.value}: {halt.reason}", result, type=_OUTCOME_ERRORS[status], non_retryable=True
+                ) from None
+            return result
 
     async def _resolve_team(self, request: SagaRequest) -> TeamSpec:
         try:
@@ -281,7 +307,7 @@ class AgentSagaWorkflow:
             temperature=agent.temperature,
             max_tokens=agent.max_tokens,
             correlation_id=self._correlation_id,
-            idempotency_key=f"{workflow.info().workflow_id}:{step}",
+            idempotency_key=self._key(step),
             agent=agent.name,
         )
         self._waiting_for = f"{agent.name} is thinking (LLM turn {self._turns + 1})"
@@ -430,7 +456,7 @@ class AgentSagaWorkflow:
     ) -> None:
         self._step += 1
         step = self._step
-        key = f"{workflow.info().workflow_id}:{step}"
+        key = self._key(step)
         comp = None
         if spec.compensation:
             # Registered before the tool runs: if the tool's result is lost (worker
@@ -480,6 +506,13 @@ class AgentSagaWorkflow:
                 self._tool_message(call, f"error: {cause.message}")
                 self._count_tool_error(f"{spec.name} refused its arguments: {cause.message}")
                 return
+            if cause is not None and cause.type == errors.ACTIVITY_NOT_REGISTERED:
+                if comp is not None:
+                    self._saga.discard(comp)  # no worker ran it: there is nothing to undo
+                queue = workflow.info().task_queue
+                raise _Halt(
+                    f"tool {spec.name} is not registered on any worker of task queue {queue}"
+                ) from None
             raise _Halt(f"tool {spec.name} failed: {self._last_error}") from None
         finally:
             self._waiting_for = None
@@ -498,6 +531,7 @@ class AgentSagaWorkflow:
         self._tool_errors += 1
         self._last_error = problem
         self._record("tool_error", self._active, "invalid tool call", detail=problem)
+        self._transcript_add("tool_error", agent=self._active, content=problem)
         if self._tool_errors > team.max_tool_errors:
             raise _Halt(f"too many invalid tool calls ({self._tool_errors}); last: {problem}")
 
@@ -550,7 +584,7 @@ class AgentSagaWorkflow:
         self._pending = request
         self._decision = None
         what = f"{tool}({json.dumps(arguments or {}, sort_keys=True)})" if tool else kind.replace("_", " ")
-        self._waiting_for = f"review {request.request_id}: approve {what}"
+        self._waiting_for = f"a reviewer: {describe_request(request)} (review {request.request_id})"
         self._set_status(SagaStatus.AWAITING_REVIEW)
         workflow.logger.info("awaiting review", extra={"request_id": request.request_id, "tool": tool})
         decision = await self._wait_for_decision(request, team)
@@ -577,6 +611,7 @@ class AgentSagaWorkflow:
                 "request_id": request.request_id,
                 "decision": decision.decision,
                 "reviewer": decision.reviewer,
+                **({"arguments": decision.arguments} if decision.arguments is not None else {}),
             },
         )
         self._step += 1
@@ -604,7 +639,7 @@ class AgentSagaWorkflow:
             await workflow.wait_condition(
                 lambda: self._decision is not None,
                 timeout=timedelta(seconds=policy.timeout_s),
-                timeout_summary="review timeout",
+                timeout_summary="review deadline",
             )
             assert self._decision is not None
             return self._decision
@@ -624,7 +659,7 @@ class AgentSagaWorkflow:
                 await workflow.wait_condition(
                     lambda: self._decision is not None,
                     timeout=timedelta(seconds=policy.escalation_timeout_s),
-                    timeout_summary="escalated review timeout",
+                    timeout_summary="escalated review deadline",
                 )
                 assert self._decision is not None
                 return self._decision
@@ -641,6 +676,20 @@ class AgentSagaWorkflow:
             return self._outcomes[decision.request_id]  # a duplicate: same answer again
         assert self._pending is not None
         request_id = self._pending.request_id
+        # Refusals of authority are accepted updates, not validator rejections: a decision
+        # from someone who may not decide is an audit event and must stay in the history.
+        problem = self._authority_problem(
+            decision.decision, decision.reviewer, decision.arguments, decision.signature
+        )
+        if problem is not None:
+            self._refuse_signal("review", decision.model_dump_json(exclude={"signature"})[:500], problem)
+            return ReviewOutcome(
+                request_id=request_id,
+                decision=decision.decision,
+                status=self._status,
+                message=f"refused: {problem}",
+                refused=True,
+            )
         self._decision = _Decision(
             request_id=request_id,
             decision=decision.decision,
@@ -648,6 +697,7 @@ class AgentSagaWorkflow:
             comment=decision.comment,
             arguments=decision.arguments,
             via="update",
+            signature=decision.signature,
         )
         await workflow.wait_condition(lambda: request_id in self._outcomes or self._status.is_final)
         if request_id in self._outcomes:
@@ -708,9 +758,13 @@ class AgentSagaWorkflow:
             error = str(exc).splitlines()[0] if isinstance(exc, ValidationError) else str(exc)
             if isinstance(exc, ValidationError):
                 error = "; ".join(
-                    f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}" for e in exc.errors()
+                    'a decision needs a non-empty reviewer ({"reviewer": "NAME"})'
+                    if e["loc"] == ("reviewer",)
+                    else f"{'.'.join(map(str, e['loc'])) or 'payload'}: {e['msg']}"
+                    for e in exc.errors()
                 )
-            self._refuse_signal(name, text, f"malformed payload: {error}")
+            error = f"malformed payload: {error}"
+            self._refuse_signal(name, text, error)
             return
         pending = self._pending
         if parsed.request_id is not None and parsed.request_id in self._outcomes:
@@ -725,8 +779,28 @@ class AgentSagaWorkflow:
             return
         if self._decision is not None:
             return  # first decision wins; later duplicates are idempotent no-ops
+        problem = self._authority_problem(name, parsed.reviewer, None, parsed.signature)
+        if problem is not None:
+            self._refuse_signal(name, text, problem)
+            return
         comment = parsed.comment if isinstance(parsed, ApproveSignal) else parsed.reason
-        self._decision = _Decision(pending.request_id, name, parsed.reviewer, comment, None, "signal")
+        self._decision = _Decision(
+            pending.request_id, name, parsed.reviewer, comment, None, "signal", parsed.signature
+        )
+
+    def _authority_problem(
+        self, decision: str, reviewer: str, arguments: dict[str, Any] | None, signature: str | None
+    ) -> str | None:
+        assert self._pending is not None
+        return authority_problem(
+            self._require_team().review,
+            workflow_id=workflow.info().workflow_id,
+            request=self._pending,
+            decision=decision,
+            reviewer=reviewer,
+            arguments=arguments,
+            signature=signature,
+        )
 
     def _refuse_signal(self, name: str, payload: str, error: str) -> None:
         workflow.logger.warning("signal refused", extra={"signal": name, "error": error})
@@ -822,11 +896,16 @@ class AgentSagaWorkflow:
             visits=self._visits,
             escalated=self._escalated,
             runs=self._generation + 1,
+            key_scope=self._key_scope,
         )
         workflow.logger.info("continuing as new", extra={"step": self._step, "runs": self._generation + 1})
         workflow.continue_as_new(self._request.model_copy(update={"checkpoint": checkpoint}))
 
     # ------------------------------------------------------------------ bookkeeping
+
+    def _key(self, step: int) -> str:
+        """The idempotency key of `step`: unique to this saga execution, stable across retries."""
+        return f"{self._key_scope}:{step}"
 
     def _set_status(self, status: SagaStatus) -> None:
         self._status = status
@@ -888,7 +967,10 @@ class AgentSagaWorkflow:
             f"tokens {self._tokens} · cost ${self._cost:.4f}",
         ]
         if self._pending is not None:
-            lines.append(f"waiting for review `{self._pending.request_id}` ({self._pending.kind})")
+            # First, so the UI's one-line view of the details says what a person must decide.
+            escalated = " (escalated)" if self._pending.escalated else ""
+            lines.insert(0, f"waiting for a reviewer{escalated}: {describe_request(self._pending)}")
+            lines.append(f"review `{self._pending.request_id}` ({self._pending.kind})")
         elif self._waiting_for:
             lines.append(f"waiting for: {self._waiting_for}")
         if self._saga.pending:
