@@ -30,7 +30,13 @@ from agentkeel.devserver import (
     is_listening,
 )
 from agentkeel.search_attributes import cli_types
-from agentkeel.settings import ConfigError, Settings, load_settings
+from agentkeel.settings import (
+    ConfigError,
+    Settings,
+    clear_server_state,
+    load_settings,
+    write_server_state,
+)
 from agentkeel.temporal import TemporalUnavailable, connect
 from starters.cli import CliError
 from starters.exit_codes import ExitCode
@@ -173,6 +179,8 @@ async def _server(args: argparse.Namespace) -> int:
             await server.wait_ready()
         except DevServerError as exc:
             raise CliError(str(exc), code=ExitCode.SERVICE_FAILED) from None
+        # Run links printed by other `keel` commands follow this server's --ui-port.
+        write_server_state(settings.home, address=server.address, ui_url=server.ui_url)
         store = "in memory" if server.db_path is None else str(server.db_path)
         _say(
             f"Temporal dev server at {server.address} (data: {store}; "
@@ -194,6 +202,7 @@ async def _server(args: argparse.Namespace) -> int:
         return 0
     finally:
         remove()
+        clear_server_state(settings.home)
         await server.stop()
         if relay is not None:
             relay.join(timeout=2)
