@@ -66,12 +66,13 @@ def error_code(exc: BaseException) -> int | None:
         return exc.code
     if isinstance(exc, api.RunNotFound):
         return ExitCode.NOT_FOUND
+    # Before InvalidInput, which these subclass for the Python API's sake.
+    if isinstance(exc, api.RunEnded | api.RunStillRunning | api.RunAlreadyExists | api.ReviewRejected):
+        return ExitCode.CONFLICT
     if isinstance(exc, api.TeamNotFound | api.InvalidInput):
         return ExitCode.BAD_INPUT
     if isinstance(exc, api.RunStuck | api.WorkerUnavailable):
         return ExitCode.NO_WORKER
-    if isinstance(exc, api.RunEnded | api.RunAlreadyExists | api.ReviewRejected):
-        return ExitCode.CONFLICT
     if isinstance(exc, api.KeelError):
         return ExitCode.GOAL_NOT_REACHED
     if isinstance(exc, ConnectionError):  # TemporalUnavailable and friends

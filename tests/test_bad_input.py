@@ -537,7 +537,7 @@ async def test_keel_with_an_unknown_or_finished_run_is_one_line(
 
     for argv in (["status", "keel-nope"], ["transcript", "keel-nope"], ["approve", "keel-nope"]):
         code, out, err = await keel(*argv)
-        assert code == 2, argv
+        assert code == 3, argv  # ExitCode.NOT_FOUND
         assert "no run with workflow id 'keel-nope'" in one_line(err)
         assert out == ""
     client = dev_server.client
