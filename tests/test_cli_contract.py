@@ -283,8 +283,8 @@ async def test_list_is_newest_first(
     runs = []
     for i in range(3):
         runs.append(await api.start("travel", f"{GOAL} #{i}", correlation_id=correlation))
-        if i == 0:
-            await runs[0].handle.terminate()  # a closed run listed after the open ones today
+    # The newest run has ended: SQL visibility lists it after the open ones.
+    await runs[2].handle.terminate()
     try:
 
         async def listed() -> list[str]:
@@ -296,7 +296,7 @@ async def test_list_is_newest_first(
         code, out, _ = await akeel(capsys, "list", "--correlation-id", correlation, "--limit", "2", "--json")
         assert [r["workflow_id"] for r in json.loads(out)] == [runs[2].workflow_id, runs[1].workflow_id]
     finally:
-        for run in runs[1:]:
+        for run in runs[:2]:
             await run.handle.terminate()
 
 
