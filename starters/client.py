@@ -530,8 +530,10 @@ class RunHandle:
     async def status(self, *, worker_wait: timedelta | None = None) -> SagaStatusView:
         """The run's `status` query: status, active agent, pending review, spend, errors.
 
-        For a finished run whose history no worker can replay, the view is rebuilt from
-        the start request and the result.
+        For a finished run whose history no worker can replay (or that was terminated before
+        its first workflow task), the view is rebuilt from the start request and the result. A run
+        that Temporal ended (terminated, timed out) shows `Terminated`/`TimedOut`, with no review
+        pending.
 
         Args:
             worker_wait: How long a live run's query waits for a worker; default the client's
@@ -539,6 +541,7 @@ class RunHandle:
 
         Raises:
             RunNotFound: no such workflow id.
+            RunStuck: the run is live but its workflow task keeps failing (`worker_error` says why).
             WorkerUnavailable: the run is live but no worker answers.
         """
         desc = await self._describe()
