@@ -19,7 +19,8 @@
     [models.default]
     chain = ["local:llama3:8b", "offline:scripted"]   # tried in order
 
-Built-in pieces, always present unless the file redefines them:
+Built-in pieces, always present; a file that redefines a built-in provider keeps the URL and
+prices it does not restate:
 
 * provider `offline` at `http://{settings.llm_host}:{settings.llm_port}/v1`, the offline provider
   (`keel llm`); its key is a dummy.
@@ -239,6 +240,13 @@ class LLMConfig(_Model):
                     f'variable and name it: api_key_env = "MY_KEY_VAR"'
                 )
                 continue
+            if name in providers:
+                # Redefining a built-in provider (say, `offline` with a longer timeout) keeps what the
+                # table does not say: its URL and its prices (the table's prices win model by model).
+                builtin = providers[name]
+                prices = {**builtin.prices, **dict(table.get("prices") or {})}
+                defaults = {"base_url": builtin.base_url, "api_key_env": builtin.api_key_env}
+                table = {**defaults, **table, "prices": prices}
             try:
                 providers[name] = ProviderConfig.model_validate({**table, "name": name})
             except ValidationError as exc:

@@ -22,6 +22,10 @@ class SagaStatus(StrEnum):
     COMPENSATED = "Compensated"
     FAILED = "Failed"
     CANCELLED = "Cancelled"
+    TERMINATED = "Terminated"
+    """Never upserted by a run: Temporal ended it (`temporal workflow terminate`); clients show it."""
+    TIMED_OUT = "TimedOut"
+    """Never upserted by a run: its workflow execution timeout passed; clients show it."""
 
     @property
     def is_final(self) -> bool:
@@ -35,6 +39,8 @@ _FINAL = {
     SagaStatus.COMPENSATED,
     SagaStatus.FAILED,
     SagaStatus.CANCELLED,
+    SagaStatus.TERMINATED,
+    SagaStatus.TIMED_OUT,
 }
 
 KEEL_STATUS = SearchAttributeKey.for_keyword("KeelStatus")

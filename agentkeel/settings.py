@@ -10,6 +10,7 @@ are excluded from `repr` and from dumps, so they never reach a log line.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -19,6 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 CONFIG_ENV = "KEEL_CONFIG"
 DEFAULT_CONFIG = "keel.toml"
+CONFIG_TABLES: tuple[str, ...] = ("keel", "providers", "models")
+"""The top-level tables `keel.toml` may hold; anything else is a typo that would be ignored silently."""
+SERVER_STATE_FILE = "server.json"
+"""Written under `home` by `keel server` while it runs: its address and Web UI URL, so run links
+follow `--ui-port` when `KEEL_UI_URL` is unset."""
+DEFAULT_UI_URL = "http://localhost:8233"
 
 
 class ConfigError(ValueError):
@@ -41,8 +48,9 @@ class Settings(BaseModel):
     """SQLite ledger of the example tools; `<home>/ledger.db` when unset."""
     teams_dir: Path | None = None
     """Folder of extra team files (YAML/JSON) registered by name."""
-    ui_url: str = "http://localhost:8233"
-    """Base URL of the Temporal Web UI, used to print run links."""
+    ui_url: str = DEFAULT_UI_URL
+    """Base URL of the Temporal Web UI, used to print run links: `KEEL_UI_URL`, `keel.toml`, else
+    the UI of the `keel server` running with this `home`, else the dev server's default."""
     max_concurrent_activities: int = Field(default=200, gt=0)
     max_concurrent_workflow_tasks: int = Field(default=100, gt=0)
     encryption_key: SecretStr | None = Field(default=None, exclude=True, repr=False)
@@ -75,9 +83,48 @@ def load_config_file(path: Path | None = None) -> dict[str, Any]:
             raise ConfigError(f"{CONFIG_ENV}={path} does not exist")
         return {}
     try:
-        return tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+    unknown = sorted(set(raw) - set(CONFIG_TABLES))
+    if unknown:
+        names = ", ".join(f"[{name}]" for name in unknown)
+        raise ConfigError(
+            f"{path}: unknown table {names} (keel.toml holds {', '.join(f'[{t}]' for t in CONFIG_TABLES)})"
+        )
+    return raw
+
+
+def write_server_state(home: Path, *, address: str, ui_url: str) -> Path:
+    """Record the running `keel server`'s address and Web UI URL under `home` (see `SERVER_STATE_FILE`)."""
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / SERVER_STATE_FILE
+    path.write_text(json.dumps({"address": address, "ui_url": ui_url, "pid": os.getpid()}))
+    return path
+
+
+def clear_server_state(home: Path) -> None:
+    """Forget the server recorded by `write_server_state` (it has stopped)."""
+    (home / SERVER_STATE_FILE).unlink(missing_ok=True)
+
+
+def _server_ui_url(home: Path, address: str | None) -> str | None:
+    """The Web UI URL of the `keel server` recorded under `home`, if its process still runs and
+    it serves `address` (when one is set)."""
+    try:
+        state = json.loads((home / SERVER_STATE_FILE).read_text())
+        pid, url = int(state["pid"]), str(state["ui_url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if address and address.rsplit(":", 1)[-1] != str(state.get("address", "")).rsplit(":", 1)[-1]:
+        return None  # the client talks to another server
+    try:
+        os.kill(pid, 0)  # a server that died without cleaning up must not redirect links
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, owned by someone else
+    return url
 
 
 def load_settings(path: Path | None = None, env: dict[str, str] | None = None) -> Settings:
@@ -96,7 +143,12 @@ def load_settings(path: Path | None = None, env: dict[str, str] | None = None) -
         if value is not None and value != "":
             raw[name] = value
     try:
-        return Settings.model_validate(raw)
+        settings = Settings.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"invalid settings: {problems}") from None
+    if "ui_url" not in raw:
+        recorded = _server_ui_url(settings.home, env.get("TEMPORAL_ADDRESS"))
+        if recorded:
+            settings = settings.model_copy(update={"ui_url": recorded})
+    return settings

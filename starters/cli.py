@@ -15,10 +15,14 @@ import argparse
 import asyncio
 import importlib
 import inspect
+import json
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import NoReturn
+
+from starters.exit_codes import ExitCode, help_text
 
 # Modules holding sub-commands; each has `register(subparsers)`.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -31,18 +35,61 @@ COMMAND_MODULES: tuple[str, ...] = (
 
 
 class CliError(Exception):
-    """A user-facing error: printed as one line, exit code 2 unless given."""
+    """A user-facing error: printed as one line (JSON with `--json`), exit code `BAD_INPUT` unless given."""
 
-    def __init__(self, message: str, code: int = 2) -> None:
+    def __init__(self, message: str, code: int = ExitCode.BAD_INPUT) -> None:
         super().__init__(message)
         self.code = code
+
+
+class _UsageError(Exception):
+    """Raised by the parser instead of exiting, so usage errors follow `--json` like every other error."""
 
 
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line (the `--help` text stays complete)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+        raise _UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+def error_code(exc: BaseException) -> int | None:
+    """The documented exit code of an error a user can act on; None for anything else (a bug).
+
+    One mapping for every command, so the same situation exits the same way everywhere.
+    """
+    from agentkeel.codec import CodecConfigError
+    from agentkeel.settings import ConfigError
+    from starters import client as api
+
+    if isinstance(exc, CliError):
+        return exc.code
+    if isinstance(exc, api.RunNotFound):
+        return ExitCode.NOT_FOUND
+    # Before InvalidInput, which these subclass for the Python API's sake.
+    if isinstance(exc, api.RunEnded | api.RunStillRunning | api.RunAlreadyExists | api.ReviewRejected):
+        return ExitCode.CONFLICT
+    if isinstance(exc, api.TeamNotFound | api.InvalidInput):
+        return ExitCode.BAD_INPUT
+    if isinstance(exc, api.RunStuck | api.WorkerUnavailable):
+        return ExitCode.NO_WORKER
+    if isinstance(exc, api.KeelError):
+        return ExitCode.GOAL_NOT_REACHED
+    if isinstance(exc, ConnectionError):  # TemporalUnavailable and friends
+        return ExitCode.UNREACHABLE
+    if isinstance(exc, ConfigError | CodecConfigError):
+        # Configuration errors (keel.toml, KEEL_* variables, the encryption key) come before any work.
+        return ExitCode.BAD_INPUT
+    return None
+
+
+def report_error(message: str, code: int, *, as_json: bool) -> None:
+    """Print one error: a `keel: ...` line, or with `--json` one JSON object, on stderr."""
+    if as_json:
+        kind = ExitCode(code).name.lower() if code in ExitCode._value2member_map_ else "error"
+        print(json.dumps({"error": {"message": message, "code": int(code), "kind": kind}}), file=sys.stderr)
+    else:
+        print(f"keel: {message}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="keel",
         description="agentkeel: durable workflows for LLM agents on Temporal.",
+        epilog=help_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--log-format",
@@ -72,38 +121,43 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    """Parse `argv`, run the command, and return its exit code (never raises for user errors)."""
+    """Parse `argv`, run the command, and return its exit code (see `starters.exit_codes`).
+
+    User errors are one line on stderr (one JSON object with `--json`); only a bug prints a
+    traceback, and it exits `INTERNAL`.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    as_json = "--json" in argv
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: --help (0) or usage error (2)
+    except SystemExit as exc:  # --help
         return int(exc.code or 0)
+    except _UsageError as exc:
+        if as_json:
+            report_error(str(exc), ExitCode.BAD_INPUT, as_json=True)
+        else:  # already names the (sub-)command: `keel start: ...`
+            print(exc, file=sys.stderr)
+        return ExitCode.BAD_INPUT
     from agentkeel.logs import configure_logging
 
+    as_json = bool(getattr(args, "json", False))
     configure_logging(fmt=args.log_format, level=args.log_level)
     try:
         result = args.func(args)
         if inspect.iscoroutine(result):
             result = asyncio.run(result)
         return int(result or 0)
-    except CliError as exc:
-        print(f"keel: {exc}", file=sys.stderr)
-        return exc.code
-    except ConnectionError as exc:  # TemporalUnavailable and friends: one line, no stack trace
-        print(f"keel: {exc}", file=sys.stderr)
-        return 1
-    except ValueError as exc:
-        # Configuration errors (keel.toml, KEEL_* variables, the encryption key) are ValueErrors
-        # raised before any work is done.
-        from agentkeel.codec import CodecConfigError
-        from agentkeel.settings import ConfigError
-
-        if not isinstance(exc, ConfigError | CodecConfigError):
-            raise
-        print(f"keel: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
+    except Exception as exc:
+        code = error_code(exc)
+        if code is None:
+            traceback.print_exc()
+            report_error(f"internal error: {type(exc).__name__}: {exc}", ExitCode.INTERNAL, as_json=as_json)
+            return ExitCode.INTERNAL
+        report_error(str(exc), code, as_json=as_json)
+        return code
 
 
 def main() -> None:

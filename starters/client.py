@@ -18,8 +18,9 @@ The connection follows Temporal's own env config (`TEMPORAL_ADDRESS`,
 
 Everything a user can act on surfaces as a `KeelError` subclass with a
 one-line message: `RunNotFound`, `TeamNotFound`, `InvalidInput`,
-`ReviewRejected` (the workflow's validator refused a decision), `RunAlreadyExists`
-and `WorkerUnavailable` (nobody answered a query or update in time).
+`ReviewRejected` (the workflow's validator refused a decision), `RunAlreadyExists`,
+`RunEnded`, `RunStillRunning`, `RunStuck` (its workflow task keeps failing) and
+`WorkerUnavailable` (nobody answered a query or update in time).
 """
 
 from __future__ import annotations
@@ -27,17 +28,20 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from temporalio.api.common.v1 import WorkflowExecution as WorkflowExecutionRef
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryReverseRequest
 from temporalio.client import (
     Client,
     WorkflowExecution,
+    WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
@@ -76,8 +80,11 @@ __all__ = [
     "KeelError",
     "ReviewRejected",
     "RunAlreadyExists",
+    "RunEnded",
     "RunHandle",
     "RunNotFound",
+    "RunStillRunning",
+    "RunStuck",
     "RunSummary",
     "TeamNotFound",
     "WorkerUnavailable",
@@ -94,11 +101,26 @@ LISTING_QUERY_TIMEOUT = timedelta(seconds=3)
 hold up the list (it is shown as unknown)."""
 SUMMARY_MAX = 200
 """The UI shows the static summary on one line; longer goals are cut."""
+DETAILS_GOAL_MAX = 2000
+"""Characters of the goal copied into the UI's details; the whole goal is in the run's input."""
+DETAILS_META_MAX = 200
+"""Characters of each metadata value copied into the UI's details."""
 WATCH_INTERVAL = 0.5
+"""Seconds between two status polls of `RunHandle.watch`."""
 MAX_DECISION_BYTES = 256 * 1024
 """A review decision or signal bigger than this is refused before it is sent: the server would accept
 an oversized update, the worker could not answer it, and the run's workflow task would fail."""
-"""Seconds between two status polls of `RunHandle.watch`."""
+MAX_GOAL_BYTES = 128 * 1024
+"""Largest goal accepted (UTF-8 bytes). Temporal refuses payloads over 2 MB (and gRPC messages over
+4 MB) with a raw error, and the goal is copied into every LLM call's input and the transcript,
+so the limit leaves room for the conversation that grows from it."""
+MAX_METADATA_BYTES = 16 * 1024
+"""Largest metadata accepted, keys and values together (UTF-8 bytes)."""
+MAX_REQUEST_BYTES = 512 * 1024
+"""Largest start request accepted as JSON (goal, metadata and an inline team spec together)."""
+STUCK_ATTEMPTS = 2
+"""A run whose pending workflow task is on this attempt or later has failed a task already;
+with a `WorkflowTaskFailed` as its last task outcome it is stuck until a worker can run it."""
 
 
 # --------------------------------------------------------------------------- errors
@@ -140,11 +162,24 @@ class DecisionRefused(ReviewRejected):
 
 
 class RunStuck(KeelError):
-    """The run cannot answer: its workflow task keeps failing (a bug or a bad deployment)."""
+    """The run cannot make progress: its workflow task keeps failing (a bug, a bad deployment,
+    a worker without the encryption key). `worker_error` is the worker's own message, if known."""
+
+    def __init__(self, message: str, worker_error: str | None = None) -> None:
+        super().__init__(message)
+        self.worker_error = worker_error
 
 
 class RunAlreadyExists(KeelError):
-    """A run with this workflow id is running, or has run and reusing its id was not asked for."""
+    """A run with this workflow id is running, or has run and `reuse_id` was not given."""
+
+
+class RunEnded(InvalidInput):
+    """The run has already ended: it can no longer be cancelled or decided."""
+
+
+class RunStillRunning(InvalidInput):
+    """The run is still going: it cannot be redriven (cancel it first)."""
 
 
 class WorkerUnavailable(KeelError):
@@ -175,6 +210,7 @@ class RunSummary(BaseModel):
         waiting_for: For `Keel.pending()`: the run's own description of what it waits for.
         reason: For `Keel.failed()`: why the run ended.
         uncompensated: For `Keel.failed()`: steps whose compensation did not succeed.
+        stuck: For live runs whose workflow task keeps failing: the worker's error.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -195,6 +231,7 @@ class RunSummary(BaseModel):
     waiting_for: str | None = None
     reason: str | None = None
     uncompensated: list[str] = Field(default_factory=list)
+    stuck: str | None = None
 
 
 _EXECUTION_STATUS_NAMES: dict[WorkflowExecutionStatus, str] = {
@@ -227,7 +264,19 @@ def _run_status(keel_status: str | None, execution: WorkflowExecutionStatus | No
     return _execution_status_name(execution)
 
 
+def _ended_status(execution: WorkflowExecutionStatus) -> SagaStatus:
+    """The status of a run that ended without reporting one of its own (terminated, timed out...)."""
+    return {
+        WorkflowExecutionStatus.TERMINATED: SagaStatus.TERMINATED,
+        WorkflowExecutionStatus.TIMED_OUT: SagaStatus.TIMED_OUT,
+        WorkflowExecutionStatus.CANCELED: SagaStatus.CANCELLED,
+        WorkflowExecutionStatus.COMPLETED: SagaStatus.COMPLETED,
+    }.get(execution, SagaStatus.FAILED)
+
+
 _STATUS_VALUES = {s.value for s in SagaStatus}
+_TEMPORAL_ONLY = {SagaStatus.TERMINATED: "Terminated", SagaStatus.TIMED_OUT: "TimedOut"}
+"""Statuses only Temporal records, with their `ExecutionStatus` names."""
 
 
 def parse_status(text: str) -> SagaStatus:
@@ -263,20 +312,64 @@ def _summary(team: str, goal: str) -> str:
     return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 1] + "…"
 
 
+def _clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1] + f"… ({len(text):,} characters in all)"
+
+
 def _details(request: SagaRequest, entry: str | None, workflow_id: str) -> str:
-    """Markdown shown in the UI's details: one paragraph per fact, metadata as a list."""
+    """Markdown shown in the UI's details: one paragraph per fact, metadata as a list.
+
+    Long goals and metadata values are cut: the details are a second copy of them in the history.
+    """
     blocks = [
         f"**Team:** {request.team_label}",
-        f"**Goal:** {request.goal}",
+        f"**Goal:** {_clip(request.goal, DETAILS_GOAL_MAX)}",
         f"**Correlation id:** `{request.correlation_id}`",
         f"**Workflow id:** `{workflow_id}`",
     ]
     if entry:
         blocks.append(f"**Entry agent:** {entry}")
     if request.metadata:
-        items = "\n".join(f"- {key}: {value}" for key, value in sorted(request.metadata.items()))
+        items = "\n".join(
+            f"- {key}: {_clip(value, DETAILS_META_MAX)}" for key, value in sorted(request.metadata.items())
+        )
         blocks.append(f"**Metadata:**\n{items}")
     return "\n\n".join(blocks)
+
+
+def _kib(size: int) -> str:
+    return f"{size / 1024:,.0f} KiB" if size >= 1024 else f"{size} bytes"
+
+
+def check_request_size(request: SagaRequest) -> None:
+    """Refuse a start request Temporal could not carry, before it is sent.
+
+    Raises:
+        InvalidInput: the goal, the metadata or the whole request is over its limit (named in the message).
+    """
+    check_goal_and_metadata(request.goal, request.metadata)
+    total = len(request.model_dump_json().encode())
+    if total > MAX_REQUEST_BYTES:
+        raise InvalidInput(f"the start request is {_kib(total)}, over the {_kib(MAX_REQUEST_BYTES)} limit")
+
+
+def check_goal_and_metadata(goal: str, metadata: Mapping[str, str]) -> None:
+    """Refuse a goal or metadata over its size limit (the limit is in the message).
+
+    Raises:
+        InvalidInput: one of them is too large.
+    """
+    size = len(goal.encode())
+    if size > MAX_GOAL_BYTES:
+        raise InvalidInput(
+            f"the goal is {_kib(size)}, over the {_kib(MAX_GOAL_BYTES)} limit; "
+            "put large documents where a tool can read them and give their location in the goal"
+        )
+    meta = sum(len(str(k).encode()) + len(str(v).encode()) for k, v in metadata.items())
+    if meta > MAX_METADATA_BYTES:
+        raise InvalidInput(f"the metadata is {_kib(meta)}, over the {_kib(MAX_METADATA_BYTES)} limit")
 
 
 def _check_size(what: str, payload: BaseModel) -> None:
@@ -321,6 +414,36 @@ def _failure_message(exc: BaseException) -> str:
     return _first_line(message)
 
 
+async def _stuck_reason(client: Client, desc: WorkflowExecutionDescription) -> str | None:
+    """The worker's error when a live run's workflow task keeps failing, else None.
+
+    Cheap for healthy runs: the history is read only when the pending task is a retry.
+    """
+    if desc.status not in (None, WorkflowExecutionStatus.RUNNING):
+        return None
+    pending = desc.raw_description.pending_workflow_task
+    if not desc.raw_description.HasField("pending_workflow_task") or pending.attempt < STUCK_ATTEMPTS:
+        return None
+    # Retries of a failing task are not written to history: the newest task outcome is the first failure.
+    response = await client.workflow_service.get_workflow_execution_history_reverse(
+        GetWorkflowExecutionHistoryReverseRequest(
+            namespace=client.namespace,
+            execution=WorkflowExecutionRef(workflow_id=desc.id, run_id=desc.run_id),
+            maximum_page_size=50,
+        )
+    )
+    for event in response.history.events:
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+            failure = event.workflow_task_failed_event_attributes.failure
+            return _first_line(failure.message) or "the workflow task failed"
+        if event.event_type in (
+            EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+            EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT,
+        ):
+            return None
+    return None
+
+
 # --------------------------------------------------------------------------- handle
 
 
@@ -363,12 +486,7 @@ class RunHandle:
 
     # ------------------------------------------------------------------ reading
 
-    async def execution_status(self) -> WorkflowExecutionStatus:
-        """Temporal's status of the latest run of this workflow id.
-
-        Raises:
-            RunNotFound: no such workflow id.
-        """
+    async def _describe(self) -> WorkflowExecutionDescription:
         try:
             desc = await self._handle.describe()
         except RPCError as exc:
@@ -377,7 +495,33 @@ class RunHandle:
             raise
         if self.run_id is None:
             self.run_id = desc.run_id
-        return desc.status or WorkflowExecutionStatus.RUNNING
+        return desc
+
+    async def execution_status(self) -> WorkflowExecutionStatus:
+        """Temporal's status of the latest run of this workflow id.
+
+        Raises:
+            RunNotFound: no such workflow id.
+        """
+        return (await self._describe()).status or WorkflowExecutionStatus.RUNNING
+
+    async def stuck(self) -> str | None:
+        """Why the run cannot make progress, if its workflow task keeps failing; else None.
+
+        A failing workflow task is retried forever and the run looks merely slow: its status query
+        is never answered. The worker's error is read from the last `WorkflowTaskFailed` event
+        (for instance a worker without the `KEEL_ENCRYPTION_KEY` the client encrypted with).
+
+        Raises:
+            RunNotFound: no such workflow id.
+        """
+        return await _stuck_reason(self._keel.client, await self._describe())
+
+    def _stuck_error(self, worker_error: str) -> RunStuck:
+        return RunStuck(
+            f"run {self.workflow_id} is stuck: its workflow task keeps failing on the worker: {worker_error}",
+            worker_error,
+        )
 
     async def _query(self, name: str, result_type: type, wait: timedelta) -> Any:
         try:
@@ -403,8 +547,10 @@ class RunHandle:
     async def status(self, *, worker_wait: timedelta | None = None) -> SagaStatusView:
         """The run's `status` query: status, active agent, pending review, spend, errors.
 
-        For a finished run whose history no worker can replay, the view is rebuilt from
-        the start request and the result.
+        For a finished run whose history no worker can replay (or that was terminated before
+        its first workflow task), the view is rebuilt from the start request and the result. A run
+        that Temporal ended (terminated, timed out) shows `Terminated`/`TimedOut`, with no review
+        pending.
 
         Args:
             worker_wait: How long a live run's query waits for a worker; default the client's
@@ -412,20 +558,37 @@ class RunHandle:
 
         Raises:
             RunNotFound: no such workflow id.
+            RunStuck: the run is live but its workflow task keeps failing (`worker_error` says why).
             WorkerUnavailable: the run is live but no worker answers.
         """
-        execution = await self.execution_status()
+        desc = await self._describe()
+        execution = desc.status or WorkflowExecutionStatus.RUNNING
         if execution == WorkflowExecutionStatus.RUNNING:
+            # Checked first: a stuck run's query is never answered, and waiting for it says nothing.
+            problem = await _stuck_reason(self._keel.client, desc)
+            if problem is not None:
+                raise self._stuck_error(problem)
             return await self._query("status", SagaStatusView, worker_wait or self._keel.query_timeout)
         try:
             view: SagaStatusView = await self._query("status", SagaStatusView, CLOSED_QUERY_TIMEOUT)
-        except WorkerUnavailable:
+        except (WorkerUnavailable, RunStuck):
+            return await self._closed_view(execution)
+        except RPCError as exc:
+            # A run terminated before its first workflow task has no state to query.
+            if exc.status != RPCStatusCode.FAILED_PRECONDITION:
+                raise
             return await self._closed_view(execution)
         if not view.status.is_final:
-            # Terminated or timed out while running: the workflow never saw its end.
-            status = _run_status(None, execution)
+            # Terminated or timed out while running: the workflow never saw its end, and
+            # nothing it waited for (a review) is pending any more.
+            status = _ended_status(execution)
             view = view.model_copy(
-                update={"status": SagaStatus.FAILED, "last_error": view.last_error or f"run {status}"}
+                update={
+                    "status": status,
+                    "pending_review": None,
+                    "waiting_for": None,
+                    "last_error": view.last_error or f"run {status.value.lower()} by Temporal",
+                }
             )
         return view
 
@@ -438,9 +601,14 @@ class RunHandle:
         except KeelError as exc:
             reason = str(exc)
         if result is None:
-            status = (
-                SagaStatus.CANCELLED if execution == WorkflowExecutionStatus.CANCELED else SagaStatus.FAILED
-            )
+            status = _ended_status(execution)
+            if reason is None or execution in (
+                WorkflowExecutionStatus.TERMINATED,
+                WorkflowExecutionStatus.TIMED_OUT,
+            ):
+                reason = f"run {status.value.lower()} by Temporal" + (
+                    f": {reason.split(': ', 1)[-1]}" if reason else ""
+                )
             return SagaStatusView(
                 status=status,
                 team=request.team_label,
@@ -729,19 +897,27 @@ class RunHandle:
 
         Raises:
             RunNotFound: no such workflow id.
-            InvalidInput: the run has already ended.
+            RunEnded: the run has already ended.
+            RunStuck: the request is recorded, but the run's workflow task keeps failing, so nothing
+                compensates until a worker can run it.
         """
         execution = await self.execution_status()
         if execution != WorkflowExecutionStatus.RUNNING:
-            raise InvalidInput(
-                f"run {self.workflow_id} has already ended ({_execution_status_name(execution)})"
-            )
+            raise RunEnded(f"run {self.workflow_id} has already ended ({_execution_status_name(execution)})")
         try:
             await self._handle.cancel(reason=reason)
         except RPCError as exc:
             if _is_not_found(exc):
                 raise RunNotFound(self.workflow_id) from None
             raise
+        problem = await self.stuck()
+        if problem is not None:
+            # The request is recorded, but only a worker that can run the workflow compensates.
+            raise RunStuck(
+                f"cancellation of {self.workflow_id} is recorded, but its workflow task keeps failing "
+                f"({problem}): compensation cannot run until a worker can read it",
+                problem,
+            )
 
 
 # --------------------------------------------------------------------------- client
@@ -909,7 +1085,8 @@ class Keel:
 
         Raises:
             TeamNotFound: unknown team name.
-            InvalidInput: bad team file, empty goal, non-string metadata, server-side validation.
+            InvalidInput: bad team file, empty goal, non-string metadata, a goal or metadata over
+                its size limit, a model alias the settings do not define, server-side validation.
             RunAlreadyExists: `workflow_id` is running, or has run and `reuse_id` is False.
         """
         team_name, spec = self.resolve_team(team)
@@ -925,7 +1102,31 @@ class Keel:
             from agentkeel.teams import format_validation_error
 
             raise InvalidInput(f"invalid request: {format_validation_error(exc)}") from None
+        self.check_models(spec)
         return await self.start_request(request, workflow_id=workflow_id, entry=spec.entry, reuse_id=reuse_id)
+
+    def check_models(self, spec: TeamSpec) -> None:
+        """Refuse a team whose agents name a model alias the loaded settings do not define.
+
+        Checked at start, so a typo fails at once rather than at the run's first LLM call.
+        The worker reads the same `keel.toml`; a worker configured differently is not seen here.
+
+        Raises:
+            InvalidInput: an unknown alias (with the configured ones), or an invalid `keel.toml`.
+        """
+        from activities.llm_config import LLMConfig
+
+        try:
+            config = LLMConfig.load(self.settings)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        unknown = sorted({a.model for a in spec.agents if a.model not in config.models})
+        if unknown:
+            agents = ", ".join(f"{a.name} ({a.model})" for a in spec.agents if a.model in unknown)
+            raise InvalidInput(
+                f"team {spec.name!r}: unknown model alias {', '.join(map(repr, unknown))} used by {agents}; "
+                f"configured aliases: {', '.join(sorted(config.models))}"
+            )
 
     async def start_request(
         self,
@@ -937,12 +1138,20 @@ class Keel:
     ) -> RunHandle:
         """Start a run from a prepared `SagaRequest` (used by `start` and `redrive`).
 
+        Args:
+            request: The run's input.
+            workflow_id: Default `keel-<team>-<12 hex chars>`.
+            entry: The team's entry agent, shown from the start.
+            reuse_id: Allow the id of a run that has ended (see `start`).
+
         Raises:
-            InvalidInput: the server refused the start (for instance unknown search attributes).
+            InvalidInput: the request is over a size limit, or the server refused the start
+                (for instance unknown search attributes).
             RunAlreadyExists: `workflow_id` is running, or has run and `reuse_id` is False.
         """
         if request.checkpoint is not None:
             raise InvalidInput("a request with a checkpoint is the workflow's own continue-as-new input")
+        check_request_size(request)
         if request.correlation_id is None:
             request = request.model_copy(update={"correlation_id": uuid.uuid4().hex})
         team = request.team_label
@@ -969,11 +1178,11 @@ class Keel:
                 search_attributes=attributes,
                 static_summary=_summary(team, request.goal),
                 static_details=_details(request, entry, workflow_id),
-                # A closed run's id is not taken over silently: its history, its UI link and
-                # its place in listings would be shadowed by the new run.
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE
-                if reuse_id
-                else WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                id_reuse_policy=(
+                    WorkflowIDReusePolicy.ALLOW_DUPLICATE
+                    if reuse_id
+                    else WorkflowIDReusePolicy.REJECT_DUPLICATE
+                ),
             )
         except WorkflowAlreadyStartedError:
             raise await self._already_exists(workflow_id) from None
@@ -994,13 +1203,13 @@ class Keel:
     async def _already_exists(self, workflow_id: str) -> RunAlreadyExists:
         try:
             execution = await RunHandle(self, workflow_id).execution_status()
-        except RunNotFound:
-            execution = WorkflowExecutionStatus.RUNNING  # gone again since: report the conflict as seen
+        except (RunNotFound, RPCError):
+            execution = WorkflowExecutionStatus.RUNNING
         if execution == WorkflowExecutionStatus.RUNNING:
-            return RunAlreadyExists(f"a run with workflow id {workflow_id!r} is already running")
+            return RunAlreadyExists(f"a run with id {workflow_id} is already running")
         return RunAlreadyExists(
-            f"a run with workflow id {workflow_id!r} already ran ({_execution_status_name(execution)}); "
-            "reuse its id with --reuse-id (reuse_id=True) to start a new run with fresh idempotency keys"
+            f"a run with id {workflow_id} already ran ({_execution_status_name(execution)}); "
+            "pass --reuse-id (reuse_id=True) to start a new run with this id and fresh idempotency keys"
         )
 
     async def get(self, workflow_id: str) -> RunHandle:
@@ -1027,14 +1236,22 @@ class Keel:
         and records the old one in `metadata["redrive_of"]`. Redriving under the old run's own id
         (`new_workflow_id=workflow_id`) needs `reuse_id=True`.
 
+        Args:
+            workflow_id: The finished run.
+            new_workflow_id: Id of the new run (default a fresh one).
+            correlation_id: Default the old run's.
+            reuse_id: Allow `new_workflow_id` to be the id of a run that has ended (the old run's own
+                id included); the new run gets side effects of its own.
+
         Raises:
             RunNotFound: no such workflow id.
-            InvalidInput: the run is still going (cancel it first).
+            RunStillRunning: the run is still going (cancel it first).
+            RunAlreadyExists: `new_workflow_id` is taken (see `reuse_id`).
         """
         old = await self.get(workflow_id)
         execution = await old.execution_status()
         if execution == WorkflowExecutionStatus.RUNNING:
-            raise InvalidInput(f"run {workflow_id} is still running; cancel it before redriving")
+            raise RunStillRunning(f"run {workflow_id} is still running; cancel it before redriving")
         request = await old.request()
         team: TeamSpec | None = request.team
         if request.checkpoint is not None and request.team_name is None:
@@ -1081,25 +1298,58 @@ class Keel:
         clauses = [f"WorkflowType = {_quote(AGENT_SAGA_WORKFLOW)}"]
         if status is not None:
             wanted = status if isinstance(status, SagaStatus) else parse_status(status)
-            clauses.append(f"{sa.KEEL_STATUS.name} = {_quote(wanted.value)}")
+            if wanted in _TEMPORAL_ONLY:
+                # Never upserted by a run: only Temporal's own status knows it.
+                clauses.append(f"ExecutionStatus = {_quote(_TEMPORAL_ONLY[wanted])}")
+            else:
+                clauses.append(f"{sa.KEEL_STATUS.name} = {_quote(wanted.value)}")
         if team:
             clauses.append(f"{sa.KEEL_TEAM.name} = {_quote(team)}")
         if correlation_id:
             clauses.append(f"{sa.KEEL_CORRELATION_ID.name} = {_quote(correlation_id)}")
         if query:
             clauses.append(f"({query})")
-        return await self._list(" AND ".join(clauses), limit)
+        runs = await self._list(" AND ".join(clauses), limit)
+        return await self._mark_stuck(runs)
 
     async def _list(self, query: str, limit: int) -> list[RunSummary]:
+        """Runs matching `query`, newest start first.
+
+        SQL visibility (the dev server's) refuses `ORDER BY` and lists open runs first, then closed
+        ones by close time. Open and closed runs are read separately, `limit` of each, and merged by
+        start time.
+        """
         runs: list[RunSummary] = []
         try:
-            async for execution in self.client.list_workflows(query, limit=limit, page_size=min(limit, 1000)):
-                runs.append(self._summarize(execution))
+            for part in ("ExecutionStatus = 'Running'", "ExecutionStatus != 'Running'"):
+                async for execution in self.client.list_workflows(
+                    f"({query}) AND {part}", limit=limit, page_size=min(limit, 1000)
+                ):
+                    runs.append(self._summarize(execution))
         except RPCError as exc:
             if exc.status == RPCStatusCode.INVALID_ARGUMENT:
                 raise InvalidInput(f"the server refused the query: {_first_line(exc.message)}") from None
             raise
-        return runs
+        oldest = datetime.min.replace(tzinfo=UTC)
+        runs.sort(key=lambda r: (r.started_at or oldest, r.workflow_id), reverse=True)
+        return runs[:limit]
+
+    async def _mark_stuck(self, runs: list[RunSummary]) -> list[RunSummary]:
+        """Add the worker's error to the live runs whose workflow task keeps failing."""
+        gate = asyncio.Semaphore(16)
+
+        async def check(run: RunSummary) -> RunSummary:
+            if run.execution_status != "Running":
+                return run
+            async with gate:
+                try:
+                    handle = RunHandle(self, run.workflow_id)
+                    problem = await handle.stuck()
+                except (KeelError, RPCError):
+                    return run  # gone since the listing, or not readable: shown as listed
+            return run.model_copy(update={"stuck": problem}) if problem else run
+
+        return list(await asyncio.gather(*(check(run) for run in runs)))
 
     def _summarize(self, execution: WorkflowExecution) -> RunSummary:
         attrs = execution.typed_search_attributes
@@ -1120,13 +1370,18 @@ class Keel:
         )
 
     async def pending(self, *, team: str | None = None, limit: int = 50) -> list[RunSummary]:
-        """Live runs waiting for a review, each with the review it waits for (from the status query).
+        """Live runs waiting for a person: those waiting for a review, each with the review it waits
+        for (from the status query), and those stuck (their workflow task keeps failing, with the
+        worker's error in `stuck`), which need someone to fix the worker.
 
         A run whose worker does not answer is still listed, with `waiting_for` saying so.
         """
-        runs = await self.list_runs(
-            status=SagaStatus.AWAITING_REVIEW, team=team, limit=limit, query="ExecutionStatus = 'Running'"
-        )
+        live = "ExecutionStatus = 'Running'"
+        awaiting = await self.list_runs(status=SagaStatus.AWAITING_REVIEW, team=team, limit=limit, query=live)
+        # A run stuck before its first task completed still has the `Running` set at its start.
+        running = await self.list_runs(status=SagaStatus.RUNNING, team=team, limit=limit, query=live)
+        stuck = [run for run in [*awaiting, *running] if run.stuck]
+        runs = [run for run in awaiting if not run.stuck]
 
         async def fill(run: RunSummary) -> RunSummary:
             try:
@@ -1145,7 +1400,10 @@ class Keel:
 
         filled = await asyncio.gather(*(fill(run) for run in runs))
         # A review decided since the visibility record was written is no longer pending.
-        return [run for run in filled if run.status == SagaStatus.AWAITING_REVIEW.value]
+        waiting = [run for run in filled if run.status == SagaStatus.AWAITING_REVIEW.value]
+        oldest = datetime.min.replace(tzinfo=UTC)
+        both = sorted([*stuck, *waiting], key=lambda r: r.started_at or oldest, reverse=True)
+        return both[:limit]
 
     async def failed(self, *, team: str | None = None, limit: int = 50) -> list[RunSummary]:
         """The dead-letter view: runs that ended Failed or Compensated, or that Temporal ended abnormally.

@@ -22,6 +22,7 @@ from agentkeel.codec import CodecConfigError, build_codec
 from agentkeel.codec_server import DEFAULT_CORS_ORIGINS, DEFAULT_HOST, DEFAULT_PORT, CodecServer
 from agentkeel.settings import ConfigError, load_settings
 from starters.cli import CliError
+from starters.exit_codes import ExitCode
 
 TOKEN_ENV = "KEEL_CODEC_TOKEN"
 
@@ -73,7 +74,9 @@ async def _codec_server(args: argparse.Namespace) -> int:
     try:
         await server.start()
     except OSError as exc:
-        raise CliError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+        raise CliError(
+            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", ExitCode.SERVICE_FAILED
+        ) from None
     mode = "decrypt + decompress" if codec.encrypts else "decompress only (no KEEL_ENCRYPTION_KEY)"
     print(f"codec server on {server.url} ({mode})", flush=True)
     print(

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from agentkeel.settings import ConfigError, load_settings
 from starters.cli import CliError
+from starters.exit_codes import ExitCode
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -149,7 +150,7 @@ async def _llm(args: argparse.Namespace) -> int:
     try:
         await provider.start()
     except OSError as exc:
-        raise CliError(f"cannot listen: {exc.strerror or exc}") from None
+        raise CliError(f"cannot listen: {exc.strerror or exc}", ExitCode.SERVICE_FAILED) from None
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

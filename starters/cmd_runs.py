@@ -3,10 +3,9 @@
 Commands: start, status, transcript, watch, list, pending, approve, reject,
 edit, cancel, failed, redrive, teams. Each takes `--json` for scripting.
 
-Exit codes: 0 success; 1 the run or the workers refused or failed (a review the
-workflow rejected, no worker answering, `start --wait` on a run that did not
-complete); 2 bad input (unknown id or team, malformed JSON, bad arguments);
-3 the Temporal server cannot be reached. Errors are one line on stderr.
+Exit codes are `starters.exit_codes.ExitCode`, the same for every command
+(`keel --help` lists them). Errors are one line on stderr, one JSON object with
+`--json`; `starters.cli.error_code` maps the starter API's errors to codes.
 """
 
 from __future__ import annotations
@@ -24,26 +23,21 @@ from typing import Any
 
 from temporalio.service import RPCError
 
+from agentkeel.contracts import SagaRequest
 from agentkeel.search_attributes import SagaStatus
 from agentkeel.settings import ConfigError, Settings, load_settings
 from starters import render
 from starters.cli import CliError
 from starters.client import (
-    InvalidInput,
     Keel,
-    KeelError,
-    ReviewRejected,
-    RunAlreadyExists,
     RunHandle,
-    RunNotFound,
-    TeamNotFound,
-    WorkerUnavailable,
+    RunStuck,
+    check_goal_and_metadata,
     parse_status,
 )
+from starters.exit_codes import ExitCode
 
-EXIT_REFUSED = 1
-EXIT_BAD_INPUT = 2
-EXIT_UNREACHABLE = 3
+EXIT_BAD_INPUT = ExitCode.BAD_INPUT
 
 Handler = Callable[[argparse.Namespace], Awaitable[int]]
 
@@ -68,32 +62,27 @@ async def _connect(settings: Settings | None = None) -> AsyncIterator[Keel]:
     try:
         keel = await Keel.connect(settings=settings or _settings())
     except ConnectionError as exc:
-        raise CliError(str(exc), EXIT_UNREACHABLE) from None
+        raise CliError(str(exc), ExitCode.UNREACHABLE) from None
     yield keel
 
 
+def outcome_code(status: SagaStatus) -> int:
+    """The exit code of a run's outcome: `OK` when it completed its goal, else `GOAL_NOT_REACHED`."""
+    return ExitCode.OK if status == SagaStatus.COMPLETED else ExitCode.GOAL_NOT_REACHED
+
+
 def _errors(fn: Handler) -> Handler:
-    """Turn the starter API's exceptions into one-line `CliError`s with the documented exit codes."""
+    """Turn raw Temporal errors into one-line `CliError`s (the starter API's own errors are mapped
+    to exit codes by `starters.cli.error_code`, the same for every command)."""
 
     @functools.wraps(fn)
     async def wrapper(args: argparse.Namespace) -> int:
         try:
             return await fn(args)
-        except CliError:
-            raise
-        except (RunNotFound, TeamNotFound, InvalidInput) as exc:
-            raise CliError(str(exc), EXIT_BAD_INPUT) from None
-        except (ReviewRejected, RunAlreadyExists, WorkerUnavailable) as exc:
-            raise CliError(str(exc), EXIT_REFUSED) from None
-        except KeelError as exc:
-            raise CliError(str(exc), EXIT_REFUSED) from None
-        except ConnectionError as exc:
-            raise CliError(str(exc), EXIT_UNREACHABLE) from None
         except RPCError as exc:
             first = exc.message.strip().splitlines()[0] if exc.message.strip() else exc.status.name
-            raise CliError(
-                f"Temporal refused the request ({exc.status.name}): {first}", EXIT_REFUSED
-            ) from None
+            code = ExitCode.UNREACHABLE if exc.status.name == "UNAVAILABLE" else ExitCode.CONFLICT
+            raise CliError(f"Temporal refused the request ({exc.status.name}): {first}", code) from None
 
     return wrapper
 
@@ -137,33 +126,67 @@ def parse_metadata(items: list[str] | None) -> dict[str, str]:
 # --------------------------------------------------------------------------- start
 
 
+def read_goal(args: argparse.Namespace, goal: str | None) -> str:
+    """The goal: the argument, standard input for `-`, or the file of `--goal-file`.
+
+    Raises:
+        CliError: a goal given twice, an unreadable file or input that is not UTF-8 text.
+    """
+    if args.goal_file is not None:
+        if goal is not None:
+            raise CliError("give the goal once: as an argument, as '-' (standard input) or with --goal-file")
+        try:
+            return Path(args.goal_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CliError(f"--goal-file {args.goal_file}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise CliError(f"--goal-file {args.goal_file}: not UTF-8 text") from None
+    if goal == "-":
+        try:
+            return sys.stdin.read()
+        except UnicodeDecodeError:
+            raise CliError("the goal on standard input is not UTF-8 text") from None
+    assert goal is not None
+    return goal
+
+
 @_errors
 async def cmd_start(args: argparse.Namespace) -> int:
-    """`keel start TEAM GOAL` / `keel start --team-file FILE GOAL`."""
+    """`keel start TEAM GOAL` / `keel start --team-file FILE GOAL` (GOAL `-`: standard input)."""
     words: list[str] = args.words
     team: str | Path
-    if args.team_file:
-        if len(words) != 1:
-            raise CliError(
-                "with --team-file give only the goal: keel start --team-file FILE GOAL", EXIT_BAD_INPUT
-            )
-        team, goal = Path(args.team_file), words[0]
+    want = 0 if args.team_file else 1  # words before the goal
+    usage = (
+        "with --team-file give only the goal: keel start --team-file FILE GOAL"
+        if args.team_file
+        else 'give a team and a goal: keel start TEAM "GOAL" (or --team-file FILE)'
+    )
+    if len(words) == want + 1:
+        goal_arg: str | None = words[want]
+    elif len(words) == want and args.goal_file is not None:
+        goal_arg = None
     else:
-        if len(words) != 2:
-            raise CliError(
-                'give a team and a goal: keel start TEAM "GOAL" (or --team-file FILE)', EXIT_BAD_INPUT
-            )
-        team, goal = words
+        raise CliError(usage, EXIT_BAD_INPUT)
+    team = Path(args.team_file) if args.team_file else words[0]
+    goal = read_goal(args, goal_arg)
     if not goal.strip():
         raise CliError("the goal is empty", EXIT_BAD_INPUT)
     metadata = parse_metadata(args.meta)
     settings = _settings()
-    # Check the team before touching the network: a bad name or file is an input error
-    # whether or not a server is up.
-    Keel(settings=settings).resolve_team(team)
+    # Check everything that needs no server before touching the network: a bad team, model alias,
+    # or a goal over the size limit is an input error whether or not a server is up.
+    offline = Keel(settings=settings)
+    _, spec = offline.resolve_team(team)
+    offline.check_models(spec)
+    check_goal_and_metadata(goal, metadata)
     async with _connect(settings) as keel:
         run = await keel.start(
-            team, goal, workflow_id=args.id, correlation_id=args.correlation_id, metadata=metadata
+            team,
+            goal,
+            workflow_id=args.id,
+            correlation_id=args.correlation_id,
+            metadata=metadata,
+            reuse_id=args.reuse_id,
         )
         started = {
             "workflow_id": run.workflow_id,
@@ -192,7 +215,7 @@ async def cmd_start(args: argparse.Namespace) -> int:
             _out(render.to_json({**started, "result": result}))
         else:
             _out(render.render_result(result))
-        return 0 if result.status == SagaStatus.COMPLETED else EXIT_REFUSED
+        return outcome_code(result.status)
 
 
 # --------------------------------------------------------------------------- reading
@@ -203,12 +226,34 @@ async def cmd_status(args: argparse.Namespace) -> int:
     """`keel status ID`."""
     async with _connect() as keel:
         run = await keel.get(args.workflow_id)
-        view = await run.status()
+        try:
+            view = await run.status()
+        except RunStuck as exc:
+            # Shown, not raised: a stuck run is a state to see, and its worker's error is the news.
+            request = await _request_or_none(run)
+            stuck = {
+                "workflow_id": run.workflow_id,
+                "ui_url": run.ui_url,
+                "status": "Stuck",
+                "stuck": exc.worker_error,
+                "team": request.team_label if request else None,
+                "goal": request.goal if request else None,
+                "correlation_id": request.correlation_id if request else None,
+            }
+            _out(render.to_json(stuck) if args.json else render.render_stuck(stuck))
+            return 0
         if args.json:
             _out(render.to_json({"workflow_id": run.workflow_id, "ui_url": run.ui_url, **view.model_dump()}))
         else:
             _out(render.render_status(view, workflow_id=run.workflow_id, ui_url=run.ui_url))
     return 0
+
+
+async def _request_or_none(run: RunHandle) -> SagaRequest | None:
+    try:
+        return await run.request()
+    except Exception:  # noqa: BLE001 - the request is extra detail: an undecodable one is left out
+        return None
 
 
 @_errors
@@ -230,12 +275,14 @@ async def cmd_watch(args: argparse.Namespace) -> int:
         run = await keel.get(args.workflow_id)
         if not args.json:
             _out(f"watching {run.workflow_id} ({run.ui_url}); Ctrl-C stops watching, not the run")
+        last = None
         async for view in run.watch(interval=args.interval):
+            last = view
             if args.json:
                 _out(render.to_json(view, indent=None))
             else:
                 _out(render.render_watch_line(view, at=datetime.now(UTC)))
-    return 0
+    return outcome_code(last.status) if last is not None else ExitCode.OK
 
 
 @_errors
@@ -273,10 +320,7 @@ async def cmd_failed(args: argparse.Namespace) -> int:
 
 async def cmd_teams(args: argparse.Namespace) -> int:
     """`keel teams`: needs no server."""
-    try:
-        teams = Keel(settings=_settings()).teams()
-    except InvalidInput as exc:
-        raise CliError(str(exc), EXIT_BAD_INPUT) from None
+    teams = Keel(settings=_settings()).teams()
     _out(render.to_json(render.teams_json(teams)) if args.json else render.render_teams(teams))
     return 0
 
@@ -368,7 +412,7 @@ async def cmd_cancel(args: argparse.Namespace) -> int:
 async def cmd_redrive(args: argparse.Namespace) -> int:
     """`keel redrive ID`: a new run with the same request."""
     async with _connect() as keel:
-        run = await keel.redrive(args.workflow_id, new_workflow_id=args.id)
+        run = await keel.redrive(args.workflow_id, new_workflow_id=args.id, reuse_id=args.reuse_id)
         started = {
             "workflow_id": run.workflow_id,
             "run_id": run.run_id,
@@ -430,10 +474,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="start an agent saga",
         usage='keel start [options] TEAM "GOAL"  |  keel start --team-file FILE [options] "GOAL"',
         description='Start a run of a registered team (keel start travel "GOAL") or of a team file '
-        '(keel start --team-file team.yaml "GOAL"). Prints the workflow id and the UI link.',
+        '(keel start --team-file team.yaml "GOAL"). GOAL "-" reads the goal from standard input; '
+        "--goal-file reads it from a file. Prints the workflow id and the UI link.",
     )
     p.add_argument(
-        "words", nargs="+", metavar="TEAM GOAL", help="team name and goal (only the goal with --team-file)"
+        "words",
+        nargs="*",
+        metavar="TEAM GOAL",
+        help="team name and goal (only the goal with --team-file; '-' reads it from standard input)",
+    )
+    p.add_argument("--goal-file", metavar="FILE", help="read the goal from this UTF-8 text file")
+    p.add_argument(
+        "--reuse-id",
+        action="store_true",
+        help="allow --id to be the id of a run that has ended (the new run has side effects of its own)",
     )
     p.add_argument("--team-file", metavar="FILE", help="YAML or JSON team file instead of a registered team")
     p.add_argument("--id", help="workflow id (default keel-<team>-<12 hex chars>)")
@@ -442,7 +496,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "--meta", action="append", metavar="KEY=VALUE", help="metadata stored with the request (repeatable)"
     )
     p.add_argument(
-        "--wait", action="store_true", help="wait for the result and print it (exit 1 unless it completed)"
+        "--wait",
+        action="store_true",
+        help="wait for the result and print it (exit 1 when the run did not complete its goal)",
     )
     p.set_defaults(func=cmd_start)
 
@@ -461,7 +517,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         parents=[js],
         help="follow a run live until it ends",
         description="Print a line each time the run changes (status, active agent, step, tokens, cost, "
-        "what it waits for) until it ends. With --json, one JSON status object per line.",
+        "what it waits for) until it ends. With --json, one JSON status object per line. "
+        "Exits 0 when the run completed its goal, 1 when it ended otherwise.",
     )
     p.add_argument("workflow_id", metavar="ID", help="workflow id of the run")
     p.add_argument("--interval", type=float, default=0.5, help="seconds between polls (default 0.5)")
@@ -558,6 +615,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     p.add_argument("workflow_id", metavar="ID", help="workflow id of the finished run")
     p.add_argument("--id", help="workflow id of the new run (default: a new one)")
+    p.add_argument(
+        "--reuse-id",
+        action="store_true",
+        help="allow --id to be the id of a run that has ended (the new run has side effects of its own)",
+    )
     p.set_defaults(func=cmd_redrive)
 
     p = subparsers.add_parser(

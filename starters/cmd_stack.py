@@ -30,13 +30,20 @@ from agentkeel.devserver import (
     is_listening,
 )
 from agentkeel.search_attributes import cli_types
-from agentkeel.settings import ConfigError, Settings, load_settings
+from agentkeel.settings import (
+    ConfigError,
+    Settings,
+    clear_server_state,
+    load_settings,
+    write_server_state,
+)
 from agentkeel.temporal import TemporalUnavailable, connect
 from starters.cli import CliError
+from starters.exit_codes import ExitCode
 
-EXIT_UNAVAILABLE = 1
+EXIT_UNAVAILABLE = ExitCode.UNREACHABLE
 """Exit code when Temporal cannot be reached."""
-EXIT_NOT_FOUND = 3
+EXIT_NOT_FOUND = ExitCode.NOT_FOUND
 """Exit code of `keel ping` when the namespace does not exist."""
 
 
@@ -157,7 +164,10 @@ async def _server(args: argparse.Namespace) -> int:
         if await answers(server.address):
             _say(f"Temporal is already serving at {server.address}; nothing to start.")
             return 0
-        raise CliError(f"port {server.port} on {args.ip} is in use by something that is not Temporal")
+        raise CliError(
+            f"port {server.port} on {args.ip} is in use by something that is not Temporal",
+            ExitCode.SERVICE_FAILED,
+        )
     stop, remove = _stop_event()
     relay: _Relay | None = None
     try:
@@ -168,7 +178,9 @@ async def _server(args: argparse.Namespace) -> int:
         try:
             await server.wait_ready()
         except DevServerError as exc:
-            raise CliError(str(exc), code=1) from None
+            raise CliError(str(exc), code=ExitCode.SERVICE_FAILED) from None
+        # Run links printed by other `keel` commands follow this server's --ui-port.
+        write_server_state(settings.home, address=server.address, ui_url=server.ui_url)
         store = "in memory" if server.db_path is None else str(server.db_path)
         _say(
             f"Temporal dev server at {server.address} (data: {store}; "
@@ -183,13 +195,14 @@ async def _server(args: argparse.Namespace) -> int:
         if died.done():
             code = died.result()
             _say(f"keel: the Temporal dev server exited with code {code}", err=True)
-            return code or 1
+            return ExitCode.SERVICE_FAILED
         died.cancel()
         _say("stopping the Temporal dev server...")
         relay.muted = True
         return 0
     finally:
         remove()
+        clear_server_state(settings.home)
         await server.stop()
         if relay is not None:
             relay.join(timeout=2)
@@ -214,7 +227,7 @@ async def _worker(args: argparse.Namespace) -> int:
     except TemporalUnavailable as exc:
         raise CliError(str(exc), code=EXIT_UNAVAILABLE) from None
     except MetricsBindError as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(str(exc), ExitCode.SERVICE_FAILED) from None
     return 0
 
 
@@ -357,7 +370,7 @@ async def _dev(args: argparse.Namespace) -> int:
         dead = [exits[t] for t in done if t in exits]
         for child in dead:
             _say(f"[dev] {child.name} {_how_it_ended(child)}; stopping the others", err=True)
-        return 1 if dead else 0
+        return ExitCode.SERVICE_FAILED if dead else ExitCode.OK
     finally:
         remove()
         # Reverse order: the worker drains before the server goes away.
@@ -383,5 +396,8 @@ async def _wait_serving(server: DevServer, child: _Child, stop: asyncio.Event, w
         ):
             return
         if loop.time() > deadline:
-            raise CliError(f"the Temporal dev server did not answer on {server.address} within {within:.0f}s")
+            raise CliError(
+                f"the Temporal dev server did not answer on {server.address} within {within:.0f}s",
+                ExitCode.SERVICE_FAILED,
+            )
         await asyncio.sleep(0.2)

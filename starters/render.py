@@ -22,6 +22,7 @@ from agentkeel.contracts import (
     TeamSpec,
     TranscriptEntry,
 )
+from agentkeel.search_attributes import SagaStatus
 
 MAX_CELL = 48
 """Table cells longer than this are cut, so one run stays on one line."""
@@ -131,8 +132,11 @@ def render_status(view: SagaStatusView, *, workflow_id: str | None = None, ui_ur
     if view.pending_review:
         lines.append("pending review:")
         lines.append(render_review(view.pending_review))
-    if view.completed_steps:
+    if view.completed_steps and not view.status.is_final:
+        # Steps a rejection or cancellation would undo; once the run has ended nothing will.
         lines.append(_field("to compensate", ", ".join(view.completed_steps)))
+    elif view.completed_steps and view.status in (SagaStatus.TERMINATED, SagaStatus.TIMED_OUT):
+        lines.append(_field("uncompensated", ", ".join(view.completed_steps)))
     if view.compensations:
         lines.append("compensations:")
         for comp in view.compensations:
@@ -146,6 +150,27 @@ def render_status(view: SagaStatusView, *, workflow_id: str | None = None, ui_ur
         lines.append(_field("last error", view.last_error))
     if ui_url:
         lines.append(_field("ui", ui_url))
+    return "\n".join(lines)
+
+
+def render_stuck(stuck: Mapping[str, Any]) -> str:
+    """The `keel status` view of a run whose workflow task keeps failing."""
+    lines = [
+        _field("run", stuck["workflow_id"]),
+        _field("status", "STUCK: its workflow task keeps failing, the run cannot make progress"),
+        _field("worker error", stuck.get("stuck") or "-"),
+    ]
+    if stuck.get("team"):
+        lines.append(_field("team", stuck["team"]))
+    if stuck.get("goal"):
+        lines.append(_field("goal", _cut(stuck["goal"], 200)))
+    if stuck.get("correlation_id"):
+        lines.append(_field("correlation id", stuck["correlation_id"]))
+    lines.append(
+        _field("what to do", "fix the worker (see its error); the run resumes once a worker can run it")
+    )
+    if stuck.get("ui_url"):
+        lines.append(_field("ui", stuck["ui_url"]))
     return "\n".join(lines)
 
 
@@ -264,7 +289,7 @@ def render_runs(runs: Sequence[Any]) -> str:
     rows = [
         [
             r.workflow_id,
-            r.status,
+            "Stuck" if getattr(r, "stuck", None) else r.status,
             r.team or "-",
             r.agent or "-",
             count(r.tokens),
@@ -273,17 +298,24 @@ def render_runs(runs: Sequence[Any]) -> str:
         ]
         for r in runs
     ]
-    return table(["WORKFLOW ID", "STATUS", "TEAM", "AGENT", "TOKENS", "COST", "STARTED"], rows)
+    text = table(["WORKFLOW ID", "STATUS", "TEAM", "AGENT", "TOKENS", "COST", "STARTED"], rows)
+    stuck = [r for r in runs if getattr(r, "stuck", None)]
+    if stuck:
+        text += "\n\nstuck runs (their workflow task keeps failing on the worker):"
+        text += "".join(f"\n  {r.workflow_id}: {_cut(r.stuck, 200)}" for r in stuck)
+    return text
 
 
 def render_pending(runs: Sequence[Any]) -> str:
     """The `keel pending` view: each run waiting for review and what it waits for."""
     if not runs:
-        return "no runs are waiting for a review"
+        return "no runs are waiting for a review or stuck"
     blocks = []
     for r in runs:
         head = f"{r.workflow_id}  ({r.team or '-'}, started {when(r.started_at)})"
-        if r.pending_review is not None:
+        if getattr(r, "stuck", None):
+            blocks.append(head + f"\n  STUCK: its workflow task keeps failing on the worker: {r.stuck}")
+        elif r.pending_review is not None:
             blocks.append(head + "\n" + render_review(r.pending_review))
         else:
             blocks.append(head + "\n  " + (r.waiting_for or "waiting for a review"))

@@ -292,7 +292,9 @@ async def test_tool_no_worker_registers_fails_bounded_and_compensates(client, ta
     ledger.close()
     assert result.status == SagaStatus.COMPENSATED
     # Reported by name at the first attempt, not after the tool retry policy's six.
-    assert f"tool charge_card is not registered on any worker of task queue {task_queue}" in (result.reason or "")
+    assert f"tool charge_card is not registered on any worker of task queue {task_queue}" in (
+        result.reason or ""
+    )
     assert actions(tmp_path / "ledger.db", handle.id) == [
         "book_flight",
         "book_hotel",
@@ -540,7 +542,7 @@ async def test_keel_with_an_unknown_or_finished_run_is_one_line(
 
     for argv in (["status", "keel-nope"], ["transcript", "keel-nope"], ["approve", "keel-nope"]):
         code, out, err = await keel(*argv)
-        assert code == 2, argv
+        assert code == 3, argv  # ExitCode.NOT_FOUND
         assert "no run with workflow id 'keel-nope'" in one_line(err)
         assert out == ""
     client = dev_server.client

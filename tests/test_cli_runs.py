@@ -157,11 +157,11 @@ def test_bad_team_file_reports_every_problem_on_one_line(
         ["edit", "keel-x", "--args", '{"amount_usd": 5}'],
     ],
 )
-def test_no_server_is_one_line_and_exit_3(
+def test_no_server_is_one_line_and_exit_4(
     argv: list[str], cli_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, err = keel(capsys, *argv)
-    assert code == 3
+    assert code == 4
     assert "cannot reach Temporal at 127.0.0.1:" in one_line_error(err)
     assert out == ""
 
@@ -389,7 +389,7 @@ async def test_cli_start_review_approve(
 
         # The run checks edited arguments against the tool's schema and says why it refuses.
         code, out, err = await akeel(capsys, "edit", workflow_id, "--args", '{"amount_usd": "lots"}')
-        assert code == 1 and out == ""
+        assert code == 5 and out == ""  # ExitCode.CONFLICT: the run refused the decision
         refusal = one_line_error(err)
         assert "do not fit the schema of charge_card" in refusal and "ValueError" not in refusal
 
@@ -425,7 +425,7 @@ async def test_cli_start_review_approve(
 
         # Deciding a finished run is refused by the run, in one line.
         code, _, err = await akeel(capsys, "approve", workflow_id)
-        assert code == 1 and "nothing to review" in one_line_error(err)
+        assert code == 5 and "nothing to review" in one_line_error(err)  # ExitCode.CONFLICT
 
 
 @pytest.mark.integration
@@ -472,7 +472,7 @@ async def test_cli_wait_reject_dead_letter_redrive_cancel(
         assert code == 0, err
         assert json.loads(out)["status"] == "Cancelled"
         code, _, err = await akeel(capsys, "cancel", again.workflow_id)
-        assert code == 2 and "already ended" in one_line_error(err)
+        assert code == 5 and "already ended" in one_line_error(err)  # ExitCode.CONFLICT
 
 
 async def _get_or_none(api: Keel, workflow_id: str) -> Any:
@@ -498,6 +498,6 @@ async def test_cli_unknown_id_is_one_line(
         ["approve", "keel-nope", "--signal"],
     ):
         code, out, err = await akeel(capsys, *argv)
-        assert code == 2, argv
+        assert code == 3, argv  # ExitCode.NOT_FOUND
         assert "no run with workflow id 'keel-nope'" in one_line_error(err), argv
         assert out == ""

@@ -210,7 +210,7 @@ async def test_keel_dev_prefixes_output_and_fails_when_a_child_dies():
             os.kill(workers[0], signal.SIGKILL)
             rest, _ = await dev.communicate()
         seen += rest.decode().splitlines(keepends=True)
-        assert dev.returncode == 1
+        assert dev.returncode == 7  # ExitCode.SERVICE_FAILED
         assert any(line.startswith("[server] ") for line in seen)
         assert any(line.startswith("[worker] ") for line in seen)
         assert any("[dev] worker was killed by signal 9" in line for line in seen), seen

@@ -63,12 +63,25 @@ def load_team_file(path: str | Path) -> TeamSpec:
         raise TeamFileError(f"{path}: cannot read team file ({exc.strerror})") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise TeamFileError(
-            f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {first}"
-        ) from None
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno}, column {exc.colno}"
+        raise TeamFileError(f"{path}: not valid JSON at {where}: {exc.msg}") from None
+    except yaml.YAMLError as exc:
+        raise TeamFileError(f"{path}: not valid YAML{_yaml_where(exc)}") from None
     return parse_team(data, str(path))
+
+
+def _yaml_where(exc: yaml.YAMLError) -> str:
+    """` at line L, column C: problem` for a YAML error (1-based, as editors count)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None)
+    if problem is None:
+        problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    context = getattr(exc, "context", None)
+    if context and context != problem:
+        problem = f"{problem} ({context})"
+    return f"{where}: {problem}"
 
 
 def _team_files(folder: Path) -> list[Path]:
