@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "starters.cmd_runs",
     "starters.cmd_demo",
     "starters.cmd_codec",
+    "starters.cmd_keys",
 )
 
 

@@ -36,14 +36,11 @@ from starters.client import (
     parse_status,
 )
 from starters.exit_codes import ExitCode
+from starters.reviewer import REVIEWER_KEY_ENV, resolve_reviewer
 
 EXIT_BAD_INPUT = ExitCode.BAD_INPUT
 
 Handler = Callable[[argparse.Namespace], Awaitable[int]]
-
-
-def _default_reviewer() -> str:
-    return os.environ.get("KEEL_REVIEWER") or os.environ.get("USER") or "keel-cli"
 
 
 # --------------------------------------------------------------------------- plumbing
@@ -329,18 +326,29 @@ async def cmd_teams(args: argparse.Namespace) -> int:
 
 
 async def _decide(args: argparse.Namespace, decide: Callable[[RunHandle], Awaitable[Any]]) -> int:
+    try:
+        who = resolve_reviewer(args.reviewer)
+    except ValueError as exc:
+        raise CliError(str(exc), EXIT_BAD_INPUT) from None
+    args.reviewer = who.name
+    signed = bool(os.environ.get(REVIEWER_KEY_ENV))
+    as_who = f"as {who.name} (from {who.source}{', signed' if signed else ''})"
     async with _connect() as keel:
         run = await keel.get(args.workflow_id)
         outcome = await decide(run)
+        identity = {"reviewer": who.name, "reviewer_source": who.source, "signed": signed}
         if outcome is None:  # a signal: nothing comes back
-            sent = {"workflow_id": run.workflow_id, "signal": args.decision, "sent": True}
+            sent = {"workflow_id": run.workflow_id, "signal": args.decision, "sent": True, **identity}
             _out(
                 render.to_json(sent)
                 if args.json
-                else f"{args.decision} signal sent to {run.workflow_id} (check `keel status` for its effect)"
+                else f"{args.decision} signal sent to {run.workflow_id} {as_who} "
+                "(check `keel status` for its effect)"
             )
+        elif args.json:
+            _out(render.to_json({**outcome.model_dump(mode="json"), **identity}))
         else:
-            _out(render.to_json(outcome) if args.json else render.render_outcome(outcome))
+            _out(f"{render.render_outcome(outcome)} ({as_who})")
     return 0
 
 
@@ -441,8 +449,9 @@ def _reviewer_flags() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument(
         "--reviewer",
-        default=_default_reviewer(),
-        help="who decides (default: $KEEL_REVIEWER, else $USER)",
+        default=None,
+        help="who decides (default: $KEEL_REVIEWER, else the OS user); decisions are signed "
+        "with the key file $KEEL_REVIEWER_KEY names, when set",
     )
     parent.add_argument(
         "--request-id",

@@ -143,7 +143,7 @@ def render_status(view: SagaStatusView, *, workflow_id: str | None = None, ui_ur
             error = f" ({comp.error})" if comp.error else ""
             lines.append(f"  step {comp.step}: {comp.compensation} for {comp.name}: {comp.status}{error}")
     if view.rejected_signals:
-        lines.append("refused signals:")
+        lines.append("refused decisions and signals:")
         for sig in view.rejected_signals:
             lines.append(f"  {sig.name} {_cut(sig.payload, 80)}: {sig.error}")
     if view.last_error:

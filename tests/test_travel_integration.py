@@ -3,8 +3,9 @@
 Set `KEEL_RECORD_HISTORIES=1` to rewrite the checked-in histories in `tests/histories/`
 from these runs (do it when the workflow changes on purpose, with a `workflow.patched` guard).
 Keep the histories of earlier workflow versions under a `vN_` prefix: `v1_*` were recorded
-before the `coalesce-search-attributes` patch, and replaying them checks that runs started
-by older workers still finish on this code.
+before the `coalesce-search-attributes` patch, `v2_*` before `execution-scoped-keys` and
+`failed-outcomes` (a rejected run completed); replaying them checks that runs started by
+older workers still finish on this code.
 """
 
 from __future__ import annotations
@@ -188,6 +189,8 @@ async def test_replay_checked_in_histories():
         "travel_rejected",
         "v1_travel_approved",
         "v1_travel_rejected",
+        "v2_travel_approved",
+        "v2_travel_rejected",
     }
     replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=build_data_converter())
     for path in files:
