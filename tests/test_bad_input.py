@@ -36,7 +36,7 @@ from temporalio.worker import Worker
 from activities.ledger import Ledger
 from activities.teams import TeamActivities
 from activities.travel import TravelTools
-from agentkeel.contracts import ReviewInput, SagaResult, SagaStatusView, TeamSpec
+from agentkeel.contracts import ReviewInput, SagaResult, SagaStatusView, TeamSpec, TranscriptEntry
 from agentkeel.names import IDEMPOTENCY_HEADER
 from agentkeel.outcomes import saga_result
 from agentkeel.search_attributes import SagaStatus
@@ -320,6 +320,7 @@ async def test_invalid_tool_arguments_from_the_model_go_back_and_the_run_continu
     async with saga_worker(client, task_queue, llm, tmp_path / "ledger.db"):
         handle = await start_saga(client, task_queue, team=unattended())
         result = await saga_result(handle)
+        transcript = await handle.query("transcript", result_type=list[TranscriptEntry])
     assert result.status == SagaStatus.COMPLETED, result.reason
     errors = [s.detail for s in result.steps if s.kind == "tool_error"]
     assert len(errors) == 3
@@ -329,6 +330,8 @@ async def test_invalid_tool_arguments_from_the_model_go_back_and_the_run_continu
     told = [m.content or "" for m in llm.calls[4].messages if m.role == "tool"]
     assert sum("error:" in c for c in told) == 3  # each error went back to the model
     assert actions(tmp_path / "ledger.db", handle.id) == ["book_flight", "book_hotel", "charge_card"]
+    recorded = [e.content or "" for e in transcript if e.kind == "tool_error"]
+    assert len(recorded) == 3 and "origin and destination must differ" in recorded[2]
 
 
 _SUMMARY_SCHEMA = {

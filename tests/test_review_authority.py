@@ -11,7 +11,7 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 
 from agentkeel import errors
-from agentkeel.contracts import ReviewInput, ReviewOutcome, SagaStatusView
+from agentkeel.contracts import ReviewInput, ReviewOutcome, SagaStatusView, TranscriptEntry
 from agentkeel.outcomes import saga_result
 from agentkeel.search_attributes import SagaStatus
 from agentkeel.signing import decision_message, generate_key_pair, load_private_key, sign, write_key_pair
@@ -194,3 +194,33 @@ async def test_a_rejected_run_is_temporal_failed_with_its_result_in_the_error(cl
         assert result.status == SagaStatus.COMPENSATED
         assert [c.compensation for c in result.compensations] == ["cancel_hotel", "cancel_flight"]
         assert (await handle.describe()).status.name == "FAILED"
+
+
+# --------------------------------------------------------------------------- what people see
+
+
+async def test_the_ui_details_say_who_wants_what_and_the_timer_is_a_review_deadline(
+    client, task_queue, tmp_path
+):
+    async with saga_worker(client, task_queue, ScriptedLLM(dict(TRAVEL_SCRIPT)), tmp_path / "l.db"):
+        handle = await start_saga(client, task_queue)
+        rid = await pending_id(handle)
+        metadata = await handle.query("__temporal_workflow_metadata")
+        details = metadata.current_details
+        assert details.splitlines()[0] == "waiting for a reviewer: planner wants charge_card $1,021.50"
+        await decide(
+            handle,
+            decision="edit",
+            reviewer="ana",
+            request_id=rid,
+            arguments={"amount_usd": 900.0, "description": "discounted"},
+        )
+        await saga_result(handle)
+        history = await handle.fetch_history()
+        timers = [e for e in history.events if e.HasField("timer_started_event_attributes")]
+        converter = client.data_converter.payload_converter
+        summaries = [converter.from_payload(e.user_metadata.summary, str) for e in timers]
+        assert "review deadline" in summaries
+        transcript = await handle.query("transcript", result_type=list[TranscriptEntry])
+        decision = next(e for e in transcript if e.kind == "decision")
+        assert decision.data["arguments"] == {"amount_usd": 900.0, "description": "discounted"}
