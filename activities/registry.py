@@ -6,11 +6,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from activities.ledger import Ledger
-from activities.llm import LLMActivities
-from activities.llm_config import LLMConfig
-from activities.teams import TeamActivities
-from activities.travel import TravelTools
+from agentkeel.activities.ledger import Ledger
+from agentkeel.activities.llm import LLMActivities
+from agentkeel.activities.llm_config import LLMConfig
+from agentkeel.activities.teams import TeamActivities
+from agentkeel.activities.travel import TravelTools
+
 from agentkeel.settings import Settings
 
 

@@ -12,10 +12,10 @@ import asyncio
 import hashlib
 from typing import Any
 
+from agentkeel.activities.ledger import Ledger, LedgerEntry
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.ledger import Ledger, LedgerEntry
 from agentkeel import errors
 from agentkeel.contracts import CompensationRequest, ToolRequest, ToolResult
 

@@ -23,7 +23,7 @@ and are never logged. Key format: 32 bytes as hex (64 characters) or base64
 Without a prefix the id is the first 8 hex characters of a SHA-256 of the key.
 
 The Web UI and `temporal ... --codec-endpoint` decode through the codec server
-(`agentkeel.codec_server`, `keel codec-server`), which uses the same chain.
+(`agentkeel.dev.codec_server`, `keel codec-server`), which uses the same chain.
 """
 
 from __future__ import annotations

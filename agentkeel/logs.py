@@ -7,7 +7,7 @@ loggers, plain `logging` loggers, and Temporal's `workflow.logger` /
 Context comes from two places:
 
 * structlog context variables, bound around each activity execution by
-  `workers.interceptors.ContextInterceptor` (workflow_id, run_id,
+  `agentkeel.workers.interceptors.ContextInterceptor` (workflow_id, run_id,
   activity_type, attempt, correlation_id), so any logger used inside an
   activity carries them;
 * the `temporal_workflow` / `temporal_activity` extras that Temporal's logger

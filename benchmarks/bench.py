@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from agentkeel.starters.client import Keel
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
@@ -57,7 +58,6 @@ from benchmarks.bench_stack import (
 )
 from benchmarks.bench_stats import fmt, percentile, ratio, spread
 from benchmarks.bench_teams import chain_team, talker_team, write_scenario
-from starters.client import Keel
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PHASES = ("steps", "throughput", "history", "latency", "breaker", "concurrency")
@@ -354,11 +354,11 @@ async def history_turns(client: Client, workflow_id: str) -> list[dict[str, int]
 
 async def measure_breaker(folder: Path, scenario: Path, main_port: int, plan: Plan) -> dict[str, Any]:
     """6. `call_llm` while a provider's breaker is open: fail fast, fail over; no request reaches it."""
+    from agentkeel.activities.llm import LLMActivities
+    from agentkeel.activities.llm_config import LLMConfig
     from temporalio.exceptions import ApplicationError
     from temporalio.testing import ActivityEnvironment
 
-    from activities.llm import LLMActivities
-    from activities.llm_config import LLMConfig
     from agentkeel import errors
     from agentkeel.contracts import ChatMessage, LLMRequest
 
@@ -811,7 +811,7 @@ def worker_settings() -> dict[str, Any]:
         "max_concurrent_workflow_tasks": defaults.max_concurrent_workflow_tasks,
     }
     with contextlib.suppress(Exception):
-        from activities.llm_config import ProviderConfig
+        from agentkeel.activities.llm_config import ProviderConfig
 
         out["llm_max_connections_per_provider"] = ProviderConfig(
             name="x", base_url="http://x/v1"

@@ -22,7 +22,7 @@ from typing import IO, Any
 
 import httpx
 
-from agentkeel.devserver import DevServer, answers, find_free_port, temporal_binary
+from agentkeel.dev.devserver import DevServer, answers, find_free_port, temporal_binary
 from agentkeel.search_attributes import start_dev_flags
 
 HOST = "127.0.0.1"

@@ -56,11 +56,12 @@ async def _build(args: argparse.Namespace, settings: Settings) -> tuple[Worker, 
             max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         )
         return worker, []
-    from activities.registry import build_activities
+    from agentkeel.activities.registry import build_activities
+    from agentkeel.workers.worker import build_worker
+
     from agentkeel.logs import configure_logging
     from agentkeel.temporal import connect
     from benchmarks.bench_teams import bench_noop
-    from workers.worker import build_worker
 
     # The platform's worker logs like `keel worker` does (JSON lines to stderr, which the
     # benchmark sends to a file): what users run is what is measured.
@@ -81,8 +82,8 @@ async def _build(args: argparse.Namespace, settings: Settings) -> tuple[Worker, 
     names = {activity._Definition.must_from_callable(fn).name for fn in activity_set.activities}
     if CALL_LLM_ACTIVITY not in names:
         # Only while the registry is being wired: register the platform's call_llm ourselves.
-        from activities.llm import LLMActivities
-        from activities.llm_config import LLMConfig
+        from agentkeel.activities.llm import LLMActivities
+        from agentkeel.activities.llm_config import LLMConfig
 
         print(f"warning: no {CALL_LLM_ACTIVITY} in build_activities(); adding it", file=sys.stderr)
         llm = LLMActivities(LLMConfig.load(settings))

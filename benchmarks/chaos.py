@@ -43,6 +43,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agentkeel.workflows.policies import LLM_HEARTBEAT, LLM_OUTAGE_PAUSE, LLM_RETRY
+
 from benchmarks.chaos_stack import (
     ChaosStack,
     RunOutcome,
@@ -50,7 +52,6 @@ from benchmarks.chaos_stack import (
     idempotency_key,
     ledger_write_lock,
 )
-from workflows.policies import LLM_HEARTBEAT, LLM_OUTAGE_PAUSE, LLM_RETRY
 
 OPEN_GRACE_S = 0.05
 """Requests arriving this soon after the breaker opened were admitted before it did."""

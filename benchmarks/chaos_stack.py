@@ -31,14 +31,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from agentkeel.activities.ledger import Ledger
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client, WorkflowHandle
 
-from activities.ledger import Ledger
 from agentkeel.contracts import SagaRequest, SagaResult, TeamSpec
-from agentkeel.devserver import DevServer, find_free_port
+from agentkeel.dev.devserver import DevServer, find_free_port
+from agentkeel.dev.offline.control import ProviderControl
 from agentkeel.names import AGENT_SAGA_WORKFLOW, CALL_LLM_ACTIVITY, IDEMPOTENCY_HEADER
-from agentkeel.offline.control import ProviderControl
 from agentkeel.outcomes import saga_result
 from agentkeel.search_attributes import SagaStatus
 from agentkeel.teams import load_registry
@@ -64,7 +64,7 @@ _SCRUBBED_ENV = ("TEMPORAL_PROFILE", "TEMPORAL_API_KEY", "TEMPORAL_CONFIG_FILE",
 
 def keel_argv(*args: str) -> list[str]:
     """The `keel` command line run by this interpreter (not whatever `keel` is on PATH)."""
-    return [sys.executable, "-c", "from starters.cli import main; main()", *args]
+    return [sys.executable, "-c", "from agentkeel.starters.cli import main; main()", *args]
 
 
 def unattended_travel_team() -> TeamSpec:

@@ -31,13 +31,14 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
-    from activities.breakers import BreakerRegistry
-    from activities.llm import LLMActivities
-    from activities.llm_config import LLMConfig
+    from agentkeel.activities.breakers import BreakerRegistry
+    from agentkeel.activities.llm import LLMActivities
+    from agentkeel.activities.llm_config import LLMConfig
+    from agentkeel.workflows.policies import LLM_HEARTBEAT, LLM_RETRY, LLM_START_TO_CLOSE
+
     from agentkeel.contracts import ChatMessage, LLMRequest, LLMResult
     from agentkeel.names import CALL_LLM_ACTIVITY
     from agentkeel.settings import Settings
-    from workflows.policies import LLM_HEARTBEAT, LLM_RETRY, LLM_START_TO_CLOSE
 
 BENCH_WORKFLOW = "BenchLLMFaultsWorkflow"
 CALLS = 50
@@ -158,8 +159,8 @@ async def run_fault_benchmark(client: Client, task_queue: str, base_url: str, ca
 
 
 async def _main(args: argparse.Namespace) -> int:
-    from agentkeel.devserver import DevServer
-    from agentkeel.offline.server import OfflineProvider
+    from agentkeel.dev.devserver import DevServer
+    from agentkeel.dev.offline.server import OfflineProvider
     from agentkeel.temporal import connect
 
     faults = {"error_rates": {500: args.error_500, 429: args.error_429}, "retry_after_s": RETRY_AFTER_S}

@@ -25,13 +25,15 @@ if str(REPO) not in sys.path:
     # Run as a script from anywhere: the project's packages live at the repository root.
     sys.path.insert(0, str(REPO))
 
-from agentkeel.devserver import DevServer  # noqa: E402
+from agentkeel.starters.client import Keel  # noqa: E402
+from agentkeel.starters.cmd_demo import DEMO_GOAL  # noqa: E402
+from agentkeel.workers.worker import running_worker  # noqa: E402
+
+from agentkeel.dev.devserver import DevServer  # noqa: E402
+from agentkeel.dev.offline.server import OfflineProvider  # noqa: E402
 from agentkeel.logs import configure_logging  # noqa: E402
-from agentkeel.offline.server import OfflineProvider  # noqa: E402
 from agentkeel.settings import Settings  # noqa: E402
 from agentkeel.temporal import connect  # noqa: E402
-from starters.client import Keel  # noqa: E402
-from starters.cmd_demo import DEMO_GOAL  # noqa: E402
 from tests.test_ui_browser import (  # noqa: E402
     find_chromium,
     list_url,
@@ -40,7 +42,6 @@ from tests.test_ui_browser import (  # noqa: E402
     screenshot,
     wait_until_listed,
 )
-from workers.worker import running_worker  # noqa: E402
 
 DEFAULT_OUT = REPO / "docs" / "screenshots"
 # Wide enough for the run page's three header columns, short enough to keep each PNG small.

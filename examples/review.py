@@ -15,7 +15,7 @@ import getpass
 import os
 import sys
 
-from starters.client import Keel, KeelError
+from agentkeel.starters.client import Keel, KeelError
 
 
 async def main(args: argparse.Namespace) -> int:

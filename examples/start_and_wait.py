@@ -17,7 +17,7 @@ import asyncio
 import os
 import sys
 
-from starters.client import Keel, KeelError
+from agentkeel.starters.client import Keel, KeelError
 
 
 async def main(goal: str) -> int:

@@ -22,16 +22,16 @@ import traceback
 from collections.abc import Sequence
 from typing import NoReturn
 
-from starters.exit_codes import ExitCode, help_text
+from agentkeel.starters.exit_codes import ExitCode, help_text
 
 # Modules holding sub-commands; each has `register(subparsers)`.
 COMMAND_MODULES: tuple[str, ...] = (
-    "starters.cmd_stack",
-    "starters.cmd_llm",
-    "starters.cmd_runs",
-    "starters.cmd_demo",
-    "starters.cmd_codec",
-    "starters.cmd_keys",
+    "agentkeel.starters.cmd_stack",
+    "agentkeel.starters.cmd_llm",
+    "agentkeel.starters.cmd_runs",
+    "agentkeel.starters.cmd_demo",
+    "agentkeel.starters.cmd_codec",
+    "agentkeel.starters.cmd_keys",
 )
 
 
@@ -59,9 +59,10 @@ def error_code(exc: BaseException) -> int | None:
 
     One mapping for every command, so the same situation exits the same way everywhere.
     """
+    from agentkeel.starters import client as api
+
     from agentkeel.codec import CodecConfigError
     from agentkeel.settings import ConfigError
-    from starters import client as api
 
     if isinstance(exc, CliError):
         return exc.code
@@ -122,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    """Parse `argv`, run the command, and return its exit code (see `starters.exit_codes`).
+    """Parse `argv`, run the command, and return its exit code (see `agentkeel.starters.exit_codes`).
 
     User errors are one line on stderr (one JSON object with `--json`); only a bug prints a
     traceback, and it exits `INTERNAL`.

@@ -2,7 +2,7 @@
 
 A script connects once and works with `RunHandle`s::
 
-    from starters.client import Keel
+    from agentkeel.starters.client import Keel
 
     async with Keel() as keel:
         run = await keel.start("travel", "Book Lisbon to Berlin on 2025-06-01, 2 nights")
@@ -33,6 +33,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from agentkeel.starters.reviewer import resolve_reviewer, reviewer_key, signature_for
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from temporalio.api.common.v1 import WorkflowExecution as WorkflowExecutionRef
@@ -71,7 +72,6 @@ from agentkeel.search_attributes import SagaStatus
 from agentkeel.settings import Settings, load_settings
 from agentkeel.signing import SigningError
 from agentkeel.teams import TeamFileError, load_registry, load_team_file
-from starters.reviewer import resolve_reviewer, reviewer_key, signature_for
 
 __all__ = [
     "DecisionRefused",
@@ -1114,7 +1114,7 @@ class Keel:
         Raises:
             InvalidInput: an unknown alias (with the configured ones), or an invalid `keel.toml`.
         """
-        from activities.llm_config import LLMConfig
+        from agentkeel.activities.llm_config import LLMConfig
 
         try:
             config = LLMConfig.load(self.settings)

@@ -15,14 +15,15 @@ import sys
 import time
 from typing import Any
 
-from activities.ledger import Ledger
+from agentkeel.activities.ledger import Ledger
+from agentkeel.starters.cli import CliError
+
 from agentkeel.contracts import SagaResult, SagaStatusView
-from agentkeel.devserver import DevServer, is_listening
+from agentkeel.dev.devserver import DevServer, is_listening
 from agentkeel.logs import configure_logging
 from agentkeel.search_attributes import SagaStatus
 from agentkeel.settings import Settings, load_settings
 from agentkeel.temporal import connect
-from starters.cli import CliError
 
 DEMO_GOAL = "Book a trip from Paris to Lisbon on 2026-12-10 for one traveller: flight plus 3 nights."
 DEMO_TEAM = "travel"
@@ -87,7 +88,7 @@ class _Stack:
         if is_listening(host, port):
             _say(f"• LLM provider already running at http://{host}:{port}/v1")
             return
-        from agentkeel.offline.server import OfflineProvider
+        from agentkeel.dev.offline.server import OfflineProvider
 
         self.provider = OfflineProvider(host=host, port=port)
         await self.provider.start()
@@ -174,7 +175,7 @@ def _print_result(result: SagaResult, ledger_rows: list[Any], ui: str, elapsed: 
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from starters.client import Keel
+    from agentkeel.starters.client import Keel
 
     started = time.monotonic()
     settings = load_settings()
@@ -186,7 +187,7 @@ async def _run(args: argparse.Namespace) -> int:
         address = await stack.ensure_server(args.in_memory)
         await stack.ensure_provider()
         client = await connect(address=address)
-        from workers.worker import running_worker  # the worker's imports are only paid by `demo`
+        from agentkeel.workers.worker import running_worker  # the worker's imports are only paid by `demo`
 
         async with running_worker(client, settings):
             _say(f"• worker polling task queue '{settings.task_queue}'")

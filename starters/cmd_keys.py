@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from starters.cli import CliError
-from starters.exit_codes import ExitCode
+from agentkeel.starters.cli import CliError
+from agentkeel.starters.exit_codes import ExitCode
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -18,11 +18,11 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from agentkeel.starters.cli import CliError
+from agentkeel.starters.exit_codes import ExitCode
 from pydantic import ValidationError
 
 from agentkeel.settings import ConfigError, load_settings
-from starters.cli import CliError
-from starters.exit_codes import ExitCode
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -90,7 +90,7 @@ def fault_fields(args: argparse.Namespace) -> dict[str, Any]:
     Raises:
         CliError: a malformed `--error-rate`.
     """
-    from agentkeel.offline.faults import parse_error_rate
+    from agentkeel.dev.offline.faults import parse_error_rate
 
     rates: dict[int, float] = {}
     for text in args.error_rate:
@@ -122,9 +122,9 @@ def _raise_fd_limit() -> None:
 
 
 async def _llm(args: argparse.Namespace) -> int:
-    from agentkeel.offline.faults import FaultConfig
-    from agentkeel.offline.scenarios import ScenarioError
-    from agentkeel.offline.server import OfflineProvider
+    from agentkeel.dev.offline.faults import FaultConfig
+    from agentkeel.dev.offline.scenarios import ScenarioError
+    from agentkeel.dev.offline.server import OfflineProvider
 
     try:
         settings = load_settings()

@@ -3,9 +3,9 @@
 Commands: start, status, transcript, watch, list, pending, approve, reject,
 edit, cancel, failed, redrive, teams. Each takes `--json` for scripting.
 
-Exit codes are `starters.exit_codes.ExitCode`, the same for every command
+Exit codes are `agentkeel.starters.exit_codes.ExitCode`, the same for every command
 (`keel --help` lists them). Errors are one line on stderr, one JSON object with
-`--json`; `starters.cli.error_code` maps the starter API's errors to codes.
+`--json`; `agentkeel.starters.cli.error_code` maps the starter API's errors to codes.
 """
 
 from __future__ import annotations
@@ -21,22 +21,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from temporalio.service import RPCError
-
-from agentkeel.contracts import SagaRequest
-from agentkeel.search_attributes import SagaStatus
-from agentkeel.settings import ConfigError, Settings, load_settings
-from starters import render
-from starters.cli import CliError
-from starters.client import (
+from agentkeel.starters import render
+from agentkeel.starters.cli import CliError
+from agentkeel.starters.client import (
     Keel,
     RunHandle,
     RunStuck,
     check_goal_and_metadata,
     parse_status,
 )
-from starters.exit_codes import ExitCode
-from starters.reviewer import REVIEWER_KEY_ENV, resolve_reviewer
+from agentkeel.starters.exit_codes import ExitCode
+from agentkeel.starters.reviewer import REVIEWER_KEY_ENV, resolve_reviewer
+from temporalio.service import RPCError
+
+from agentkeel.contracts import SagaRequest
+from agentkeel.search_attributes import SagaStatus
+from agentkeel.settings import ConfigError, Settings, load_settings
 
 EXIT_BAD_INPUT = ExitCode.BAD_INPUT
 
@@ -70,7 +70,7 @@ def outcome_code(status: SagaStatus) -> int:
 
 def _errors(fn: Handler) -> Handler:
     """Turn raw Temporal errors into one-line `CliError`s (the starter API's own errors are mapped
-    to exit codes by `starters.cli.error_code`, the same for every command)."""
+    to exit codes by `agentkeel.starters.cli.error_code`, the same for every command)."""
 
     @functools.wraps(fn)
     async def wrapper(args: argparse.Namespace) -> int:

@@ -20,7 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from agentkeel.devserver import (
+from agentkeel.starters.cli import CliError
+from agentkeel.starters.exit_codes import ExitCode
+
+from agentkeel.dev.devserver import (
     DEFAULT_IP,
     DEFAULT_PORT,
     DEFAULT_UI_PORT,
@@ -38,8 +41,6 @@ from agentkeel.settings import (
     write_server_state,
 )
 from agentkeel.temporal import TemporalUnavailable, connect
-from starters.cli import CliError
-from starters.exit_codes import ExitCode
 
 EXIT_UNAVAILABLE = ExitCode.UNREACHABLE
 """Exit code when Temporal cannot be reached."""
@@ -218,8 +219,8 @@ async def _wait_exit(server: DevServer) -> int:
 
 
 async def _worker(args: argparse.Namespace) -> int:
-    from workers.metrics import MetricsBindError
-    from workers.worker import run_worker
+    from agentkeel.workers.metrics import MetricsBindError
+    from agentkeel.workers.worker import run_worker
 
     settings = _settings()
     try:
@@ -260,7 +261,7 @@ async def _ping(args: argparse.Namespace) -> int:
 
 def _keel_command(*argv: str) -> list[str]:
     # The interpreter running us, not whatever `keel` is on PATH.
-    return [sys.executable, "-c", "from starters.cli import main; main()", *argv]
+    return [sys.executable, "-c", "from agentkeel.starters.cli import main; main()", *argv]
 
 
 class _Child:
@@ -314,7 +315,7 @@ class _Child:
 
 def _llm_available() -> bool:
     try:
-        return importlib.util.find_spec("starters.cmd_llm") is not None
+        return importlib.util.find_spec("agentkeel.starters.cmd_llm") is not None
     except ModuleNotFoundError:
         return False
 

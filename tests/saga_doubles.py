@@ -10,18 +10,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentkeel.activities.ledger import Ledger
+from agentkeel.activities.teams import TeamActivities
+from agentkeel.activities.travel import TravelTools
+from agentkeel.workflows.registry import ALL_WORKFLOWS
 from temporalio import activity
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from activities.ledger import Ledger
-from activities.teams import TeamActivities
-from activities.travel import TravelTools
 from agentkeel.contracts import LLMRequest, LLMResult, SagaRequest, SagaResult, TeamSpec, ToolCall
 from agentkeel.names import AGENT_SAGA_WORKFLOW, CALL_LLM_ACTIVITY
 from agentkeel.teams import load_registry
-from workflows.registry import ALL_WORKFLOWS
 
 Reply = dict[str, Any]
 """`{"content": str, "tool_calls": [(name, args_dict_or_raw_str), ...], "tokens": int}`"""

@@ -29,23 +29,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agentkeel.activities.ledger import Ledger
+from agentkeel.activities.teams import TeamActivities
+from agentkeel.activities.travel import TravelTools
+from agentkeel.starters import cli
+from agentkeel.workers.worker import running_worker
+from agentkeel.workflows.registry import ALL_WORKFLOWS
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
-from activities.ledger import Ledger
-from activities.teams import TeamActivities
-from activities.travel import TravelTools
 from agentkeel.contracts import ReviewInput, SagaResult, SagaStatusView, TeamSpec, TranscriptEntry
 from agentkeel.names import IDEMPOTENCY_HEADER
 from agentkeel.outcomes import saga_result
 from agentkeel.search_attributes import SagaStatus
 from agentkeel.teams import TeamFileError, load_registry, load_team_file
-from starters import cli
 from tests.fixtures.llm import start_offline_llm, stop_offline_llm
 from tests.saga_doubles import TRAVEL_SCRIPT, ScriptedLLM, saga_worker, start_saga
-from workers.worker import running_worker
-from workflows.registry import ALL_WORKFLOWS
 
 GOAL = "Trip to Lisbon, Dec 10, 3 nights"
 TRAVEL = load_registry()["travel"]
@@ -491,7 +491,7 @@ async def test_oversized_signal_and_update_are_refused_and_the_run_goes_on(dev_s
 
 @pytest.mark.integration
 async def test_oversized_review_through_the_starter_api_says_why(dev_server, task_queue, tmp_path):
-    from starters.client import InvalidInput, Keel
+    from agentkeel.starters.client import InvalidInput, Keel
 
     client = dev_server.client
     async with saga_worker(client, task_queue, ScriptedLLM(dict(TRAVEL_SCRIPT)), tmp_path / "ledger.db"):

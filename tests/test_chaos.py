@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from agentkeel.workflows.policies import LLM_HEARTBEAT, LLM_RETRY
 
 from benchmarks.chaos import QUICK, SCENARIOS, Row, format_table
-from workflows.policies import LLM_HEARTBEAT, LLM_RETRY
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 

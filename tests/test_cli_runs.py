@@ -1,6 +1,6 @@
-"""The `keel` run commands (`starters.cmd_runs`) and their rendering (`starters.render`).
+"""The `keel` run commands (`agentkeel.starters.cmd_runs`) and their rendering (`agentkeel.starters.render`).
 
-Commands run in-process through `starters.cli.run(argv)`, which returns the exit code.
+Commands run in-process through `agentkeel.starters.cli.run(argv)`, which returns the exit code.
 Against the dev server they run in a thread, because each builds its own event loop.
 """
 
@@ -15,6 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agentkeel.starters import cli, render
+from agentkeel.starters.client import Keel, RunSummary
+from agentkeel.starters.cmd_runs import parse_json_object, parse_metadata
+from agentkeel.workers.worker import running_worker
 
 from agentkeel.contracts import (
     CompensationRecord,
@@ -28,11 +32,7 @@ from agentkeel.contracts import (
 from agentkeel.search_attributes import SagaStatus
 from agentkeel.settings import Settings
 from agentkeel.teams import load_registry
-from starters import cli, render
-from starters.client import Keel, RunSummary
-from starters.cmd_runs import parse_json_object, parse_metadata
 from tests.test_starter_api import eventually, make_keel_settings, wait_for_review
-from workers.worker import running_worker
 
 GOAL = "Trip to Lisbon, Dec 10, 3 nights"
 RUN_COMMANDS = [

@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
+from agentkeel.starters import cmd_codec
+from agentkeel.starters.cli import CliError
 from google.protobuf import json_format
 from pydantic import BaseModel
 from temporalio import activity, workflow
@@ -38,12 +40,10 @@ from agentkeel.codec import (
     derive_key_id,
     parse_key,
 )
-from agentkeel.codec_server import CodecServer
-from agentkeel.devserver import find_free_port, is_listening
+from agentkeel.dev.codec_server import CodecServer
+from agentkeel.dev.devserver import find_free_port, is_listening
 from agentkeel.settings import Settings
 from agentkeel.temporal import connect
-from starters import cmd_codec
-from starters.cli import CliError
 
 TEMPORAL = Path(sys.executable).parent / "temporal"
 

@@ -17,11 +17,23 @@ from datetime import timedelta
 from email.utils import format_datetime
 from typing import Any
 
+import agentkeel.activities.llm as llm_module
 import httpx
 import httpx2
 import openai
 import pybreaker
 import pytest
+from agentkeel.activities.breakers import BreakerRegistry, ProviderBreaker
+from agentkeel.activities.llm import LLMActivities
+from agentkeel.activities.llm_config import LLMConfig
+from agentkeel.activities.llm_errors import (
+    MAX_RETRY_AFTER_S,
+    is_provider_failure,
+    parse_duration,
+    retry_after_seconds,
+    to_application_error,
+)
+from agentkeel.workflows.policies import LLM_HEARTBEAT, LLM_RETRY, LLM_START_TO_CLOSE
 from temporalio import workflow
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -29,17 +41,6 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-import activities.llm as llm_module
-from activities.breakers import BreakerRegistry, ProviderBreaker
-from activities.llm import LLMActivities
-from activities.llm_config import LLMConfig
-from activities.llm_errors import (
-    MAX_RETRY_AFTER_S,
-    is_provider_failure,
-    parse_duration,
-    retry_after_seconds,
-    to_application_error,
-)
 from agentkeel import errors
 from agentkeel.contracts import ChatMessage, LLMRequest, LLMResult, ToolSchema
 from agentkeel.names import CALL_LLM_ACTIVITY
@@ -47,7 +48,6 @@ from agentkeel.settings import Settings
 from agentkeel.temporal import connect
 from benchmarks.llm_faults import run_fault_benchmark
 from tests.fixtures.llm import OfflineLLM, free_port
-from workflows.policies import LLM_HEARTBEAT, LLM_RETRY, LLM_START_TO_CLOSE
 
 CHAT_PATH = "/v1/chat/completions"
 

@@ -1,17 +1,17 @@
-"""`activities.llm_config`: providers, prices and model aliases from `keel.toml`, and the built-ins."""
+"""`agentkeel.activities.llm_config`: providers, prices and model aliases from `keel.toml`, and the built-ins."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
-from activities.llm_config import (
+from agentkeel.activities.llm_config import (
     ChainLink,
     LLMConfig,
     LLMConfigError,
     UnknownAliasError,
 )
+
 from agentkeel.settings import Settings
 
 pytestmark = pytest.mark.unit

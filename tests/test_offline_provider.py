@@ -18,9 +18,9 @@ import jsonschema
 import openai
 import pytest
 
-from agentkeel.offline import FaultConfig, OfflineProvider, ProviderControlError, ScenarioError
-from agentkeel.offline.faults import FaultState
-from agentkeel.offline.scenarios import ChatContext, load_scenario, minimal_instance
+from agentkeel.dev.offline import FaultConfig, OfflineProvider, ProviderControlError, ScenarioError
+from agentkeel.dev.offline.faults import FaultState
+from agentkeel.dev.offline.scenarios import ChatContext, load_scenario, minimal_instance
 from tests.fixtures.llm import OfflineLLM, start_offline_llm, stop_offline_llm
 
 SYSTEM = {"role": "system", "content": "You are a helpful agent."}
@@ -464,7 +464,7 @@ def test_cli_rejects_invalid_scenario(tmp_path: Path) -> None:
         [
             sys.executable,
             "-c",
-            "from starters.cli import main; main()",
+            "from agentkeel.starters.cli import main; main()",
             "llm",
             "--port",
             "0",

@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agentkeel.activities.ledger import Ledger
+from agentkeel.starters.client import Keel, RunAlreadyExists
+from agentkeel.workers.worker import running_worker
 
-from activities.ledger import Ledger
 from agentkeel.search_attributes import SagaStatus
 from agentkeel.settings import Settings
 from agentkeel.signing import write_key_pair
 from agentkeel.teams import load_registry
-from starters.client import Keel, RunAlreadyExists
 from tests.test_cli_runs import akeel, cli_env, server_env  # noqa: F401  (fixtures)
 from tests.test_starter_api import eventually, wait_for_review
-from workers.worker import running_worker
 
 pytestmark = pytest.mark.integration
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from agentkeel.workflows.registry import ALL_WORKFLOWS
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import CancelledError
@@ -31,7 +32,6 @@ from tests.saga_doubles import (
     travel_team,
     travel_with_review,
 )
-from workflows.registry import ALL_WORKFLOWS
 
 pytestmark = pytest.mark.unit
 
@@ -354,7 +354,7 @@ async def test_replay_every_history():
 
 
 def test_timedelta_policies_are_sane():
-    from workflows import policies
+    from agentkeel.workflows import policies
 
     assert policies.LLM_HEARTBEAT < policies.LLM_START_TO_CLOSE / 4
     assert policies.LLM_RETRY.maximum_attempts == 5

@@ -111,15 +111,15 @@ def test_settings_keep_secrets_out_of_renderings_and_files(planted: dict[str, st
 
 
 def _llm_classes() -> tuple[Any, Any]:
-    """`activities.llm.LLMActivities` and `activities.llm_config.LLMConfig`; skip naming what is missing."""
+    """`agentkeel.activities.llm.LLMActivities` and `agentkeel.activities.llm_config.LLMConfig`; skip naming what is missing."""
     try:
-        from activities.llm import LLMActivities
+        from agentkeel.activities.llm import LLMActivities
     except ImportError as exc:
-        pytest.skip(f"activities.llm.LLMActivities is not available yet: {exc}")
+        pytest.skip(f"agentkeel.activities.llm.LLMActivities is not available yet: {exc}")
     try:
-        from activities.llm_config import LLMConfig
+        from agentkeel.activities.llm_config import LLMConfig
     except ImportError as exc:
-        pytest.skip(f"activities.llm_config.LLMConfig is not available yet: {exc}")
+        pytest.skip(f"agentkeel.activities.llm_config.LLMConfig is not available yet: {exc}")
     return LLMActivities, LLMConfig
 
 

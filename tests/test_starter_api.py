@@ -1,7 +1,7 @@
-"""The Python starter API (`starters.client`): validation before starting, and the review workflow end to end.
+"""The Python starter API (`agentkeel.starters.client`): validation before starting, and the review workflow end to end.
 
 The end-to-end tests run the shipped `travel` team on the session's dev server with a real
-worker (`workers.worker.build_worker`) and the offline LLM provider.
+worker (`agentkeel.workers.worker.build_worker`) and the offline LLM provider.
 """
 
 from __future__ import annotations
@@ -18,12 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
-
-from agentkeel.contracts import SagaRequest, SagaStatusView
-from agentkeel.search_attributes import SagaStatus
-from agentkeel.settings import Settings
-from agentkeel.teams import load_registry
-from starters.client import (
+from agentkeel.starters.client import (
     SUMMARY_MAX,
     InvalidInput,
     Keel,
@@ -37,7 +32,12 @@ from starters.client import (
     new_workflow_id,
     parse_status,
 )
-from workers.worker import running_worker
+from agentkeel.workers.worker import running_worker
+
+from agentkeel.contracts import SagaRequest, SagaStatusView
+from agentkeel.search_attributes import SagaStatus
+from agentkeel.settings import Settings
+from agentkeel.teams import load_registry
 
 GOAL = "Trip to Lisbon, Dec 10, 3 nights"
 T = TypeVar("T")

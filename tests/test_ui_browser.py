@@ -32,16 +32,16 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 import pytest_asyncio
+from agentkeel.starters.client import Keel, RunHandle
+from agentkeel.workers.worker import running_worker
 from temporalio.client import Client
 
 from agentkeel.contracts import SagaResult
-from agentkeel.devserver import DevServer
+from agentkeel.dev.devserver import DevServer
 from agentkeel.search_attributes import SagaStatus
 from agentkeel.settings import Settings
 from agentkeel.temporal import connect
-from starters.client import Keel, RunHandle
 from tests.fixtures.temporal import DevServerHandle
-from workers.worker import running_worker
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser")
 NO_CHROMIUM = "Chromium not installed: apt-get install chromium"

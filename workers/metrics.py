@@ -5,7 +5,7 @@ through the `Runtime`. Platform code records its own figures (circuit-breaker
 state, for instance) through the same meter, so one `/metrics` endpoint
 serves both:
 
-    from workers import metrics
+    from agentkeel.workers import metrics
 
     metrics.gauge("keel_breaker_state", "0 closed, 1 half-open, 2 open").set(2, {"provider": "openai"})
     metrics.counter("keel_breaker_trips").add(1, {"provider": "openai"})

@@ -16,17 +16,17 @@ import signal
 from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 
+from agentkeel.activities.registry import ActivitySet, build_activities
+from agentkeel.workers import metrics
+from agentkeel.workers.interceptors import ContextInterceptor
+from agentkeel.workflows.registry import ALL_WORKFLOWS
 from temporalio.client import Client
 from temporalio.worker import Interceptor, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.registry import ActivitySet, build_activities
 from agentkeel.logs import get_logger
 from agentkeel.settings import Settings
 from agentkeel.temporal import connect
-from workers import metrics
-from workers.interceptors import ContextInterceptor
-from workflows.registry import ALL_WORKFLOWS
 
 GRACEFUL_SHUTDOWN_TIMEOUT = timedelta(seconds=15)
 """On SIGTERM, running activities get this long to finish before they are cancelled."""
@@ -35,9 +35,18 @@ PASSTHROUGH_MODULES: tuple[str, ...] = (
     "pydantic",
     "pydantic_core",
     "annotated_types",
-    "agentkeel",
     "structlog",
     "yaml",
+    "jsonschema",
+    "cryptography",
+    # The platform's deterministic, side-effect-free core: contracts and names. Not `agentkeel`
+    # as a whole: the workflows' own modules (`agentkeel.workflows.*`) run inside the sandbox.
+    "agentkeel.contracts",
+    "agentkeel.errors",
+    "agentkeel.names",
+    "agentkeel.schemas",
+    "agentkeel.search_attributes",
+    "agentkeel.signing",
 )
 """Deterministic modules imported once, outside the sandbox, instead of once per workflow run."""
 
@@ -68,7 +77,7 @@ def build_worker(
         task_queue: Overrides `settings.task_queue`.
         activity_set: The activities to register; default `build_activities(settings)`. Pass your own
             to close it (`await activity_set.aclose()`) after the worker stops.
-        workflows: Overrides `workflows.registry.ALL_WORKFLOWS` (tests).
+        workflows: Overrides `agentkeel.workflows.registry.ALL_WORKFLOWS` (tests).
         interceptors: Extra worker interceptors, after the log-context one.
     """
     activity_set = activity_set if activity_set is not None else build_activities(settings)
@@ -124,7 +133,7 @@ async def run_worker(
 
     Raises:
         agentkeel.temporal.TemporalUnavailable: the server cannot be reached.
-        workers.metrics.MetricsBindError: the metrics address is invalid or taken.
+        agentkeel.workers.metrics.MetricsBindError: the metrics address is invalid or taken.
     """
     runtime = metrics.build_runtime(metrics_bind) if metrics_bind else None
     client = await connect(runtime=runtime)

@@ -70,22 +70,24 @@ with workflow.unsafe.imports_passed_through():
         KEEL_TOKENS,
         SagaStatus,
     )
-    from workflows.attributes import SearchAttributeWriter
-    from workflows.conversation import compact_messages, handoff_tool, is_ping_pong
-    from workflows.policies import (
-        LLM_HEARTBEAT,
-        LLM_OUTAGE_MAX,
-        LLM_OUTAGE_PAUSE,
-        LLM_RETRY,
-        LLM_START_TO_CLOSE,
-        RESOLVE_RETRY,
-        RESOLVE_START_TO_CLOSE,
-        TOOL_HEARTBEAT,
-        TOOL_RETRY,
-        TOOL_START_TO_CLOSE,
-    )
-    from workflows.review import authority_problem, describe_request
-    from workflows.saga import Saga
+
+# The workflow's own helper modules run inside the sandbox, like the workflow itself.
+from agentkeel.workflows.attributes import SearchAttributeWriter
+from agentkeel.workflows.conversation import compact_messages, handoff_tool, is_ping_pong
+from agentkeel.workflows.policies import (
+    LLM_HEARTBEAT,
+    LLM_OUTAGE_MAX,
+    LLM_OUTAGE_PAUSE,
+    LLM_RETRY,
+    LLM_START_TO_CLOSE,
+    RESOLVE_RETRY,
+    RESOLVE_START_TO_CLOSE,
+    TOOL_HEARTBEAT,
+    TOOL_RETRY,
+    TOOL_START_TO_CLOSE,
+)
+from agentkeel.workflows.review import authority_problem, describe_request
+from agentkeel.workflows.saga import Saga
 
 _LLM_OUTAGE_ERRORS = {errors.LLM_UNAVAILABLE, errors.CIRCUIT_OPEN, errors.LLM_RATE_LIMITED}
 _COALESCED_ATTRIBUTES = "coalesce-search-attributes"

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from workflows.agent_saga import AgentSagaWorkflow
+from agentkeel.workflows.agent_saga import AgentSagaWorkflow
 
 ALL_WORKFLOWS: list[type] = [AgentSagaWorkflow]

@@ -32,7 +32,13 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from agentkeel.contracts import CompensationRecord
-    from workflows.policies import COMPENSATION_HEARTBEAT, COMPENSATION_RETRY, COMPENSATION_START_TO_CLOSE
+
+# The workflow's own helper modules run inside the sandbox, like the workflow itself.
+from agentkeel.workflows.policies import (
+    COMPENSATION_HEARTBEAT,
+    COMPENSATION_RETRY,
+    COMPENSATION_START_TO_CLOSE,
+)
 
 
 @dataclass

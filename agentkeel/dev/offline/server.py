@@ -4,7 +4,7 @@ Endpoints on the API port (`base_url` ends in `/v1`):
 
 * `POST /v1/chat/completions`: messages (with assistant `tool_calls` and `tool`
   messages), function `tools`, `response_format` `json_schema` / `json_object`.
-  Answers come from scenario files (see `agentkeel.offline.scenarios`). Every
+  Answers come from scenario files (see `agentkeel.dev.offline.scenarios`). Every
   answer carries `usage`. `stream: true` is refused (400).
 * `GET /v1/models`, `GET /v1/models/{id}`.
 
@@ -13,9 +13,9 @@ control port (always):
 
 * `GET /_control/health`
 * `GET /_control/faults`, `PUT /_control/faults` (replace), `PATCH /_control/faults` (merge)
-  with a `FaultConfig` JSON (see `agentkeel.offline.faults`)
+  with a `FaultConfig` JSON (see `agentkeel.dev.offline.faults`)
 * `POST /_control/reset`: no faults, empty journal
-* `GET /_control/journal[?since=SEQ]`, `DELETE /_control/journal` (see `agentkeel.offline.journal`)
+* `GET /_control/journal[?since=SEQ]`, `DELETE /_control/journal` (see `agentkeel.dev.offline.journal`)
 * `GET /_control/scenarios`: the loaded scenarios
 
 Errors use OpenAI's shape `{"error": {"message", "type", "param", "code"}}`:
@@ -37,12 +37,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from agentkeel.dev.offline.faults import FaultConfig, FaultState
+from agentkeel.dev.offline.http11 import DROP, HANG, Action, Connection, Listener, Request, Response
+from agentkeel.dev.offline.journal import Journal, JournalEntry, Outcome
+from agentkeel.dev.offline.scenarios import ChatContext, Scenario, answer, load_scenarios, prompt_text
 from agentkeel.logs import get_logger
 from agentkeel.names import AGENT_HEADER
-from agentkeel.offline.faults import FaultConfig, FaultState
-from agentkeel.offline.http11 import DROP, HANG, Action, Connection, Listener, Request, Response
-from agentkeel.offline.journal import Journal, JournalEntry, Outcome
-from agentkeel.offline.scenarios import ChatContext, Scenario, answer, load_scenarios, prompt_text
 
 log = get_logger(__name__)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from agentkeel.offline.journal import JournalEntry
+from agentkeel.dev.offline.journal import JournalEntry
 
 
 class AwaitableDict(dict[str, Any]):

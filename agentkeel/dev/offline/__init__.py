@@ -10,10 +10,10 @@
 
 from __future__ import annotations
 
-from agentkeel.offline.control import ProviderControl, ProviderControlError
-from agentkeel.offline.faults import FaultConfig
-from agentkeel.offline.scenarios import Scenario, ScenarioError, load_scenarios
-from agentkeel.offline.server import OfflineProvider
+from agentkeel.dev.offline.control import ProviderControl, ProviderControlError
+from agentkeel.dev.offline.faults import FaultConfig
+from agentkeel.dev.offline.scenarios import Scenario, ScenarioError, load_scenarios
+from agentkeel.dev.offline.server import OfflineProvider
 
 __all__ = [
     "FaultConfig",

@@ -53,7 +53,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-BUILTIN_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+BUILTIN_DIR = Path(__file__).resolve().parents[2] / "scenarios"
 """Folder of the scenarios every provider loads (`agentkeel/scenarios/`)."""
 
 DEFAULT_TEXT_CHARS = 80
