@@ -52,6 +52,8 @@ from workers.worker import running_worker
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser")
 NO_CHROMIUM = "Chromium not installed: apt-get install chromium"
+REQUIRE_BROWSER_ENV = "KEEL_REQUIRE_BROWSER"
+"""Set by `.ci/run` once Chromium is installed: a missing browser then fails the tests, not skips."""
 CHROMIUM_FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -302,7 +304,9 @@ def _prepare(path: Path) -> None:
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.browser,
-    pytest.mark.skipif(find_chromium() is None, reason=NO_CHROMIUM),
+    pytest.mark.skipif(
+        find_chromium() is None and not os.environ.get(REQUIRE_BROWSER_ENV), reason=NO_CHROMIUM
+    ),
 ]
 
 
@@ -456,6 +460,8 @@ async def browser() -> AsyncIterator[Browser]:
     """A headless Chromium for the test; skips the test when Chromium is not installed."""
     binary = find_chromium()
     if binary is None:
+        if os.environ.get(REQUIRE_BROWSER_ENV):
+            pytest.fail(f"{NO_CHROMIUM} ({REQUIRE_BROWSER_ENV} is set: the browser tests must run)")
         pytest.skip(NO_CHROMIUM)
     async with Browser(binary) as started:
         yield started
