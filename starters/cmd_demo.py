@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 from activities.ledger import Ledger, LedgerEntry
 from agentkeel.contracts import ReviewOutcome, ReviewRequest, SagaResult, SagaStatusView
@@ -258,6 +259,15 @@ def _print_result(result: SagaResult, ledger_rows: list[LedgerEntry], ui: str, e
 
 
 async def _run(args: argparse.Namespace) -> int:
+    if not args.json:
+        return await _demo(args, sys.stdout)
+    # With --json, stdout holds only the JSON document; the progress view goes to stderr.
+    out = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        return await _demo(args, out)
+
+
+async def _demo(args: argparse.Namespace, out: TextIO) -> int:
     from starters.client import Keel
 
     started = time.monotonic()
@@ -315,7 +325,9 @@ async def _run(args: argparse.Namespace) -> int:
                         "ledger": [e.__dict__ for e in rows],
                     },
                     indent=2,
-                )
+                ),
+                file=out,
+                flush=True,
             )
         else:
             _print_result(result, rows, handle.ui_url, time.monotonic() - started)

@@ -12,6 +12,7 @@ was asked.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pty
 import select
@@ -43,6 +44,7 @@ class DemoRun:
     code: int
     output: str
     ledger: list[LedgerEntry]
+    stdout: str = ""
 
     def amounts(self, action: str) -> list[float]:
         """The ledger amounts written by `action`."""
@@ -96,7 +98,7 @@ def run_piped(env: dict[str, str], *args: str) -> DemoRun:
         timeout=DEMO_TIMEOUT_S,
         check=False,
     )
-    return DemoRun(done.returncode, done.stdout + done.stderr, _ledger(env))
+    return DemoRun(done.returncode, done.stdout + done.stderr, _ledger(env), stdout=done.stdout)
 
 
 def run_on_terminal(env: dict[str, str], replies: list[tuple[str, str]], *args: str) -> DemoRun:
@@ -174,6 +176,7 @@ def test_demo_charges_what_the_tools_priced_for_the_trip_the_goal_asks(demo_env:
     _assert_no_traceback(run)
     assert run.code == 0, run.output
     assert "Result: Completed" in run.output
+    assert "Answer: Your trip is booked: a flight from New York to Rome on 2027-03-01" in run.output
     flight, hotel, charge = run.one("book_flight"), run.one("book_hotel"), run.one("charge_card")
     # The trip the goal asks for.
     assert flight.details == {
@@ -186,6 +189,19 @@ def test_demo_charges_what_the_tools_priced_for_the_trip_the_goal_asks(demo_env:
     # The card is charged what the flight and the hotel were booked for, to the cent.
     assert charge.amount_usd == pytest.approx(flight.amount_usd + hotel.amount_usd, abs=0.005)
     assert f"The card was charged ${charge.amount_usd:,.2f}" in run.output
+
+
+@pytest.mark.integration
+def test_default_demo_charges_the_sum_of_its_bookings_as_json(demo_env: dict[str, str]) -> None:
+    run = run_piped(demo_env, "--approve", "--json")
+    _assert_no_traceback(run)
+    assert run.code == 0, run.output
+    shown = json.loads(run.stdout)  # stdout holds only the document; progress went to stderr
+    assert shown["result"]["status"] == SagaStatus.COMPLETED.value
+    flight, hotel, charge = run.one("book_flight"), run.one("book_hotel"), run.one("charge_card")
+    assert (flight.amount_usd, hotel.amount_usd, charge.amount_usd) == (250.5, 873.0, 1123.5)
+    assert [e["amount_usd"] for e in shown["ledger"]] == [250.5, 873.0, 1123.5]
+    assert "The card was charged $1,123.50" in shown["result"]["output"]
 
 
 @pytest.mark.integration
