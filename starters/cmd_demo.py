@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import sys
+import threading
 import time
 from typing import Any, TextIO
 
@@ -106,13 +107,39 @@ class _Stack:
 EOF_NOTE = "  end of input: answering as without a TTY"
 
 
-def _read(prompt: str) -> str | None:
-    """One line from the person at the terminal; None at end of input (Ctrl-D, a closed stdin)."""
-    try:
-        return input(prompt)
-    except EOFError:
+async def _read(prompt: str) -> str | None:
+    """One line from the person at the terminal; None at end of input (Ctrl-D, a closed stdin).
+
+    Read on a daemon thread, so the worker this process runs keeps answering while the person
+    thinks (the UI's current details and `keel status` query it), and Ctrl-C or the end of the
+    process never waits for a pending `input()` (the default executor would).
+    """
+    loop = asyncio.get_running_loop()
+    line: asyncio.Future[str | None] = loop.create_future()
+
+    def settle(value: str | None, error: BaseException | None) -> None:
+        if line.done():
+            return
+        if error is not None:
+            line.set_exception(error)
+        else:
+            line.set_result(value)
+
+    def read() -> None:
+        try:
+            value: str | None = input(prompt)
+        except EOFError:
+            value = None
+        except BaseException as exc:  # handed to the waiting coroutine, never lost in the thread
+            loop.call_soon_threadsafe(settle, None, exc)
+            return
+        loop.call_soon_threadsafe(settle, value, None)
+
+    threading.Thread(target=read, name="keel-demo-prompt", daemon=True).start()
+    value = await line
+    if value is None:
         _say()
-        return None
+    return value
 
 
 def _non_interactive() -> tuple[str, dict[str, Any] | None]:
@@ -120,14 +147,14 @@ def _non_interactive() -> tuple[str, dict[str, Any] | None]:
     return "approve", None
 
 
-def _ask_decision(review: ReviewRequest) -> tuple[str, dict[str, Any] | None] | None:
+async def _ask_decision(review: ReviewRequest) -> tuple[str, dict[str, Any] | None] | None:
     """Ask approve, reject or edit until the answer is one of them.
 
     Returns:
         The decision and, for an edit, the new arguments (a JSON object); None at end of input.
     """
     while True:
-        answer = _read("  approve, reject or edit? [a/r/e] ")
+        answer = await _read("  approve, reject or edit? [a/r/e] ")
         if answer is None:
             return None
         answer = answer.strip().lower()
@@ -138,7 +165,7 @@ def _ask_decision(review: ReviewRequest) -> tuple[str, dict[str, Any] | None] | 
         if answer not in ("e", "edit"):
             _say(f"  {answer!r} is not an answer: type a (approve), r (reject) or e (edit)")
             continue
-        raw = _read(f"  new arguments as JSON [{json.dumps(review.arguments)}]: ")
+        raw = await _read(f"  new arguments as JSON [{json.dumps(review.arguments)}]: ")
         if raw is None:
             return None
         try:
@@ -177,7 +204,7 @@ async def _review(args: argparse.Namespace, handle: RunHandle, review: ReviewReq
     """
     interactive = not (args.approve or args.reject) and sys.stdin.isatty()
     while True:
-        asked = _ask_decision(review) if interactive else None
+        asked = await _ask_decision(review) if interactive else None
         if asked is not None:
             decision, arguments = asked
         elif args.approve or args.reject:

@@ -15,11 +15,13 @@ import contextlib
 import json
 import os
 import pty
+import re
 import select
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,7 +103,11 @@ def run_piped(env: dict[str, str], *args: str) -> DemoRun:
     return DemoRun(done.returncode, done.stdout + done.stderr, _ledger(env), stdout=done.stdout)
 
 
-def run_on_terminal(env: dict[str, str], replies: list[tuple[str, str]], *args: str) -> DemoRun:
+Reply = str | Callable[[str], str]
+"""What to type: a string, or a function of the output so far returning it."""
+
+
+def run_on_terminal(env: dict[str, str], replies: list[tuple[str, Reply]], *args: str) -> DemoRun:
     """`keel demo ARGS` on a pseudo-terminal, answering each prompt in turn.
 
     Args:
@@ -143,7 +149,8 @@ def run_on_terminal(env: dict[str, str], replies: list[tuple[str, str]], *args: 
                 if found >= 0:
                     seen_up_to = found + len(marker)
                     pending.pop(0)
-                    os.write(leader, reply.encode())
+                    typed = reply(text) if callable(reply) else reply
+                    os.write(leader, typed.encode())
             elif process.poll() is not None and not ready:
                 break
         else:
@@ -251,7 +258,26 @@ def test_demo_on_a_terminal_asks_again_after_every_bad_answer_and_states_the_edi
 
 @pytest.mark.integration
 def test_end_of_input_at_the_prompt_is_answered_as_without_a_terminal(demo_env: dict[str, str]) -> None:
-    run = run_on_terminal(demo_env, [(DECISION_PROMPT, CTRL_D)])
+    statuses: list[subprocess.CompletedProcess[str]] = []
+
+    def look_then_close(output: str) -> str:
+        # While the prompt waits, the demo's worker still answers queries: `keel status` works.
+        workflow_id = re.findall(r"started (keel-travel-\w+)", output)[-1]
+        statuses.append(
+            subprocess.run(
+                [KEEL, "status", workflow_id, "--json"],
+                env=demo_env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+        )
+        return CTRL_D
+
+    run = run_on_terminal(demo_env, [(DECISION_PROMPT, look_then_close)])
+    assert statuses and statuses[0].returncode == 0, statuses
+    assert "AwaitingReview" in statuses[0].stdout, statuses[0].stdout
     _assert_no_traceback(run)
     assert "end of input" in run.output and "approving (the default)" in run.output
     assert run.code == 0, run.output
