@@ -1,9 +1,13 @@
 """The travel-booking example's tools and their compensations, writing to the SQLite ledger.
 
-Every tool is keyed by the idempotency key the workflow gives it (`<workflow
-id>:<step>`), so a retry returns the first booking instead of booking again;
-every compensation reverses by the same key and does nothing when the tool
-never ran.
+Every tool is keyed by the idempotency key the workflow gives it (unique to one
+saga execution and step, see `ToolRequest.idempotency_key`), so a retry returns
+the first booking instead of booking again; every compensation reverses by the
+same key and does nothing when the tool never ran.
+
+Each booking's result carries its `price_usd`: what the planner charges is the
+sum of those prices (the offline provider's travel scenario reads them from the
+conversation), so the ledger's charge always equals what was booked.
 """
 
 from __future__ import annotations
@@ -77,11 +81,16 @@ class TravelTools:
             raise _invalid("passengers must be between 1 and 9")
         if a.get("origin") == a.get("destination"):
             raise _invalid("origin and destination must differ")
-        price = _price(180, a.get("origin"), a.get("destination"), a.get("date")) * passengers
+        # Rounded to the cent: a charge that sums the prices must match the ledger exactly.
+        price = round(_price(180, a.get("origin"), a.get("destination"), a.get("date")) * passengers, 2)
         entry = await self._book(req, "book_flight", _ref("FL", req.idempotency_key), price)
+        who = f", {passengers} passengers" if passengers > 1 else ""
         return ToolResult(
             output={"booking_ref": entry.ref, "price_usd": entry.amount_usd},
-            summary=f"flight {a.get('origin')}→{a.get('destination')} {entry.ref} ${entry.amount_usd:.2f}",
+            summary=(
+                f"flight {a.get('origin')}→{a.get('destination')} {a.get('date')}{who} "
+                f"{entry.ref} ${entry.amount_usd:.2f}"
+            ),
         )
 
     @activity.defn(name="cancel_flight")
@@ -100,7 +109,10 @@ class TravelTools:
         entry = await self._book(req, "book_hotel", _ref("HT", req.idempotency_key), round(price, 2))
         return ToolResult(
             output={"booking_ref": entry.ref, "price_usd": entry.amount_usd},
-            summary=f"hotel in {a.get('city')} {nights} nights {entry.ref} ${entry.amount_usd:.2f}",
+            summary=(
+                f"hotel in {a.get('city')} from {a.get('check_in')}, {nights} nights "
+                f"{entry.ref} ${entry.amount_usd:.2f}"
+            ),
         )
 
     @activity.defn(name="cancel_hotel")

@@ -5,9 +5,10 @@
 It starts everything it needs on free ports and stops it afterwards: an in-memory Temporal dev
 server with its Web UI, the offline LLM provider and a worker. It runs the `travel` example three
 times through the starter API (approved, rejected, left waiting for review) and photographs the
-UI pages with headless Chromium, using the same helpers as the browser test
-(`tests/test_ui_browser.py`), while the worker still runs, so the pages that query the live run
-(User Metadata's current details, Workers) are filled in. Needs Debian's `chromium` package.
+UI pages with headless Chromium driven through the DevTools protocol, using the same helpers as
+the browser test (`tests/test_ui_browser.py`): each page is photographed once what it is about
+has rendered, while the worker still runs, so the pages that query the live run (the waiting
+run's current details) are filled in. Needs Debian's `chromium` package.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,11 +37,12 @@ from agentkeel.logs import configure_logging  # noqa: E402
 from agentkeel.settings import Settings  # noqa: E402
 from agentkeel.temporal import connect  # noqa: E402
 from tests.test_ui_browser import (  # noqa: E402
+    Browser,
+    Page,
     find_chromium,
     list_url,
     run_tab_url,
     run_travel,
-    screenshot,
     wait_until_listed,
 )
 
@@ -48,6 +51,11 @@ DEFAULT_OUT = REPO / "docs" / "screenshots"
 DETAIL_WINDOW = (1440, 1100)
 LIST_WINDOW = (1440, 560)
 MAX_PNG_BYTES = 400_000
+
+
+def _shows(*texts: str) -> Callable[[Page], bool]:
+    """Whether a page's text holds every one of `texts`: what the photograph is about has rendered."""
+    return lambda page: all(text in page.text for text in texts)
 
 
 async def make_screenshots(out: Path, chromium: str) -> list[Path]:
@@ -78,25 +86,53 @@ async def make_screenshots(out: Path, chromium: str) -> list[Path]:
                 approved, _ = await run_travel(keel, "approve", goal=DEMO_GOAL)
                 rejected, _ = await run_travel(keel, "reject", goal=DEMO_GOAL)
                 pending, _ = await run_travel(keel, None, goal=DEMO_GOAL)
-                await wait_until_listed(keel, 'KeelStatus="Compensated"', rejected.workflow_id)
+                # Compensated today; Rejected should a rejected run ever be labelled so.
+                undone = 'KeelStatus IN ("Compensated", "Rejected")'
+                await wait_until_listed(keel, undone, rejected.workflow_id)
                 await wait_until_listed(keel, 'KeelStatus="AwaitingReview"', pending.workflow_id)
-                shots = {
-                    "run-completed.png": (approved.ui_url, DETAIL_WINDOW),
-                    "run-summary.png": (run_tab_url(approved, "user-metadata"), DETAIL_WINDOW),
-                    "run-search-attributes.png": (run_tab_url(approved, "search-attributes"), DETAIL_WINDOW),
-                    "run-compensated.png": (rejected.ui_url, DETAIL_WINDOW),
-                    "workflow-list.png": (list_url(keel, 'KeelTeam="travel"'), LIST_WINDOW),
-                    "pending-reviews.png": (list_url(keel, 'KeelStatus="AwaitingReview"'), LIST_WINDOW),
+                shots: dict[str, tuple[str, tuple[int, int], Callable[[Page], bool]]] = {
+                    "run-completed.png": (
+                        approved.ui_url,
+                        DETAIL_WINDOW,
+                        _shows(approved.workflow_id, DEMO_GOAL, "charge_card"),
+                    ),
+                    "run-summary.png": (
+                        run_tab_url(pending, "user-metadata"),
+                        DETAIL_WINDOW,
+                        lambda page: bool(page.iframe_content("user-metadata-current-details")),
+                    ),
+                    "run-search-attributes.png": (
+                        run_tab_url(approved, "search-attributes"),
+                        DETAIL_WINDOW,
+                        _shows("KeelStatus", "KeelCostUsd"),
+                    ),
+                    "run-compensated.png": (
+                        rejected.ui_url,
+                        DETAIL_WINDOW,
+                        _shows(rejected.workflow_id, "cancel_hotel", "cancel_flight"),
+                    ),
+                    "workflow-list.png": (
+                        list_url(keel, 'KeelTeam="travel"'),
+                        LIST_WINDOW,
+                        _shows(approved.workflow_id, rejected.workflow_id, pending.workflow_id),
+                    ),
+                    "pending-reviews.png": (
+                        list_url(keel, 'KeelStatus="AwaitingReview"'),
+                        LIST_WINDOW,
+                        _shows(pending.workflow_id),
+                    ),
                 }
                 written: list[Path] = []
-                # One browser at a time: two cores, and a starved page may be photographed half-loaded.
-                for name, (url, window) in shots.items():
-                    path = await screenshot(chromium, url, out / name, window)
-                    size = path.stat().st_size
-                    print(f"{path.relative_to(REPO) if path.is_relative_to(REPO) else path}  {size:,} bytes")
-                    if size > MAX_PNG_BYTES:
-                        print(f"  warning: larger than {MAX_PNG_BYTES:,} bytes", file=sys.stderr)
-                    written.append(path)
+                async with Browser(chromium) as browser:
+                    # One page at a time: two cores, and a starved page may render half its parts.
+                    for name, (url, window, ready) in shots.items():
+                        path = await browser.screenshot(url, out / name, ready, window)
+                        size = path.stat().st_size
+                        shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+                        print(f"{shown}  {size:,} bytes")
+                        if size > MAX_PNG_BYTES:
+                            print(f"  warning: larger than {MAX_PNG_BYTES:,} bytes", file=sys.stderr)
+                        written.append(path)
                 await pending.cancel(reason="screenshots taken")
             return written
         finally:

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
+import threading
 import time
-from typing import Any
+from typing import Any, TextIO
 
-from agentkeel.activities.ledger import Ledger
+from agentkeel.activities.ledger import Ledger, LedgerEntry
 from agentkeel.starters.cli import CliError
+from agentkeel.starters.client import InvalidInput, ReviewRejected, RunHandle
 
-from agentkeel.contracts import SagaResult, SagaStatusView
+from agentkeel.contracts import ReviewOutcome, ReviewRequest, SagaResult, SagaStatusView
 from agentkeel.dev.devserver import DevServer, is_listening
 from agentkeel.logs import configure_logging
 from agentkeel.search_attributes import SagaStatus
@@ -102,35 +105,143 @@ class _Stack:
         self.log.close()
 
 
-def _ask(view: SagaStatusView) -> tuple[str, dict[str, Any] | None]:
-    """Ask the person at the terminal: approve, reject or edit."""
-    review = view.pending_review
-    assert review is not None
+EOF_NOTE = "  end of input: answering as without a TTY"
+
+
+async def _read(prompt: str) -> str | None:
+    """One line from the person at the terminal; None at end of input (Ctrl-D, a closed stdin).
+
+    Read on a daemon thread, so the worker this process runs keeps answering while the person
+    thinks (the UI's current details and `keel status` query it), and Ctrl-C or the end of the
+    process never waits for a pending `input()` (the default executor would).
+    """
+    loop = asyncio.get_running_loop()
+    line: asyncio.Future[str | None] = loop.create_future()
+
+    def settle(value: str | None, error: BaseException | None) -> None:
+        if line.done():
+            return
+        if error is not None:
+            line.set_exception(error)
+        else:
+            line.set_result(value)
+
+    def read() -> None:
+        try:
+            value: str | None = input(prompt)
+        except EOFError:
+            value = None
+        except BaseException as exc:  # handed to the waiting coroutine, never lost in the thread
+            loop.call_soon_threadsafe(settle, None, exc)
+            return
+        loop.call_soon_threadsafe(settle, value, None)
+
+    threading.Thread(target=read, name="keel-demo-prompt", daemon=True).start()
+    value = await line
+    if value is None:
+        _say()
+    return value
+
+
+def _non_interactive() -> tuple[str, dict[str, Any] | None]:
+    _say("  no TTY and no --approve/--reject: approving (the default)")
+    return "approve", None
+
+
+async def _ask_decision(review: ReviewRequest) -> tuple[str, dict[str, Any] | None] | None:
+    """Ask approve, reject or edit until the answer is one of them.
+
+    Returns:
+        The decision and, for an edit, the new arguments (a JSON object); None at end of input.
+    """
     while True:
-        answer = input("  approve, reject or edit? [a/r/e] ").strip().lower()
+        answer = await _read("  approve, reject or edit? [a/r/e] ")
+        if answer is None:
+            return None
+        answer = answer.strip().lower()
         if answer in ("a", "approve", ""):
             return "approve", None
         if answer in ("r", "reject"):
             return "reject", None
-        if answer in ("e", "edit"):
-            raw = input(f"  new arguments as JSON [{json.dumps(review.arguments)}]: ").strip()
-            try:
-                args = json.loads(raw) if raw else review.arguments
-            except json.JSONDecodeError as exc:
-                _say(f"  not valid JSON: {exc.msg}")
-                continue
-            return "edit", args
+        if answer not in ("e", "edit"):
+            _say(f"  {answer!r} is not an answer: type a (approve), r (reject) or e (edit)")
+            continue
+        raw = await _read(f"  new arguments as JSON [{json.dumps(review.arguments)}]: ")
+        if raw is None:
+            return None
+        try:
+            arguments = json.loads(raw) if raw.strip() else dict(review.arguments)
+        except json.JSONDecodeError as exc:
+            _say(f"  not valid JSON ({exc.msg} at column {exc.colno}); nothing was sent")
+            continue
+        if not isinstance(arguments, dict):
+            example = json.dumps(review.arguments)
+            _say(f"  the arguments must be a JSON object like {example}; nothing was sent")
+            continue
+        return "edit", arguments
 
 
-def _decide(args: argparse.Namespace, view: SagaStatusView) -> tuple[str, dict[str, Any] | None]:
-    if args.approve:
-        return "approve", None
-    if args.reject:
-        return "reject", None
-    if sys.stdin.isatty():
-        return _ask(view)
-    _say("  no TTY and no --approve/--reject: approving (the default)")
-    return "approve", None
+async def _send(
+    handle: RunHandle, decision: str, arguments: dict[str, Any] | None, review: ReviewRequest, reviewer: str
+) -> ReviewOutcome:
+    if decision == "approve":
+        return await handle.approve(reviewer=reviewer, request_id=review.request_id)
+    if decision == "reject":
+        return await handle.reject(
+            reviewer=reviewer, reason="rejected in the demo", request_id=review.request_id
+        )
+    return await handle.edit(arguments or {}, reviewer=reviewer, request_id=review.request_id)
+
+
+async def _review(args: argparse.Namespace, handle: RunHandle, review: ReviewRequest) -> str | None:
+    """Decide the pending review: by flag, at the terminal, or the default; return the decision applied.
+
+    A decision the run refuses (edited arguments that do not fit the tool's schema, a review
+    that ended meanwhile) is shown and the person is asked again; None when the run no longer
+    waits for this review.
+
+    Raises:
+        CliError: the run refused a decision given by flag or by default (nobody to ask again).
+    """
+    interactive = not (args.approve or args.reject) and sys.stdin.isatty()
+    while True:
+        asked = await _ask_decision(review) if interactive else None
+        if asked is not None:
+            decision, arguments = asked
+        elif args.approve or args.reject:
+            decision, arguments = ("approve" if args.approve else "reject"), None
+        else:
+            if interactive:
+                # End of input (Ctrl-D, a closed stdin): nobody will answer, as without a TTY.
+                _say(EOF_NOTE)
+                interactive = False
+            decision, arguments = _non_interactive()
+        try:
+            outcome = await _send(handle, decision, arguments, review, args.reviewer)
+        except (ReviewRejected, InvalidInput) as exc:
+            if not interactive:
+                # Nobody to ask again: one line and a usage-error exit, not a demo waiting forever.
+                raise CliError(f"the run refused the {decision}: {exc}") from None
+            _say(f"  the run refused the {decision}: {exc}")
+            still = (await handle.status()).pending_review
+            if still is None or still.request_id != review.request_id:
+                return None
+            continue
+        _say(f"  → {outcome.message}")
+        return decision
+
+
+def ran_as_asked(decisions: list[str], status: SagaStatus) -> bool:
+    """Whether the run ended as its reviewer asked: approved or edited and completed, or rejected and undone.
+
+    A rejected demo that compensated its bookings ran as asked, so `keel demo --reject` exits 0;
+    a run that failed, or ended otherwise than its last decision asked, did not.
+    """
+    if not decisions:
+        return False
+    if decisions[-1] == "reject":
+        return status in (SagaStatus.REJECTED, SagaStatus.COMPENSATED)
+    return status == SagaStatus.COMPLETED
 
 
 def _progress(view: SagaStatusView, seen: set[str]) -> None:
@@ -145,7 +256,7 @@ def _progress(view: SagaStatusView, seen: set[str]) -> None:
         _say(line)
 
 
-def _print_result(result: SagaResult, ledger_rows: list[Any], ui: str, elapsed: float) -> None:
+def _print_result(result: SagaResult, ledger_rows: list[LedgerEntry], ui: str, elapsed: float) -> None:
     _say()
     _say(f"Result: {result.status.value}" + (f" ({result.reason})" if result.reason else ""))
     if result.output:
@@ -167,14 +278,24 @@ def _print_result(result: SagaResult, ledger_rows: list[Any], ui: str, elapsed: 
     if result.uncompensated:
         _say("Left uncompensated: " + ", ".join(result.uncompensated))
     _say("Ledger entries:")
+    seq_of = {e.idempotency_key: e.seq for e in ledger_rows}
     for e in ledger_rows:
-        sign = "reverses step " + e.reverses.rsplit(":", 1)[-1] if e.reverses else ""
-        _say(f"  #{e.seq:<4} {e.action:<14} {e.ref:<12} {e.amount_usd:>10.2f} USD  {sign}")
+        undoes = f"reverses #{seq_of[e.reverses]}" if e.reverses in seq_of else ""
+        _say(f"  #{e.seq:<4} {e.action:<14} {e.ref:<12} {e.amount_usd:>10.2f} USD  {undoes}".rstrip())
     _say(f"UI: {ui}")
     _say(f"Finished in {elapsed:.1f} s")
 
 
 async def _run(args: argparse.Namespace) -> int:
+    if not args.json:
+        return await _demo(args, sys.stdout)
+    # With --json, stdout holds only the JSON document; the progress view goes to stderr.
+    out = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        return await _demo(args, out)
+
+
+async def _demo(args: argparse.Namespace, out: TextIO) -> int:
     from agentkeel.starters.client import Keel
 
     started = time.monotonic()
@@ -185,6 +306,10 @@ async def _run(args: argparse.Namespace) -> int:
         configure_logging(fmt="json", level=args.log_level or "INFO", stream=stack.log)
     try:
         address = await stack.ensure_server(args.in_memory)
+        if stack.server is not None and settings.ui_url == Settings.model_fields["ui_url"].default:
+            # The demo's own server may serve its UI elsewhere than the default :8233 (another
+            # TEMPORAL_ADDRESS port): the printed links must open this run.
+            settings = settings.model_copy(update={"ui_url": stack.server.ui_url})
         await stack.ensure_provider()
         client = await connect(address=address)
         from agentkeel.workers.worker import running_worker  # the worker's imports are only paid by `demo`
@@ -196,27 +321,23 @@ async def _run(args: argparse.Namespace) -> int:
             _say(f"• started {handle.workflow_id}")
             _say(f"  UI: {handle.ui_url}")
             seen: set[str] = set()
-            decided = False
+            asked: set[str] = set()
+            decisions: list[str] = []
             while True:
                 view = await handle.status()
                 _progress(view, seen)
                 if view.status.is_final:
                     break
-                if view.pending_review is not None and not decided:
-                    review = view.pending_review
+                review = view.pending_review
+                if review is not None and review.request_id not in asked:
+                    asked.add(review.request_id)
                     _say(
                         f"  review {review.request_id}: {review.agent} wants {review.tool}"
                         f"({json.dumps(review.arguments)}); cost so far ${review.cost_usd:.4f}"
                     )
-                    decision, new_args = _decide(args, view)
-                    if decision == "approve":
-                        outcome = await handle.approve(reviewer=args.reviewer, request_id=review.request_id)
-                    elif decision == "reject":
-                        outcome = await handle.reject(reviewer=args.reviewer, reason="rejected in the demo")
-                    else:
-                        outcome = await handle.edit(new_args or {}, reviewer=args.reviewer)
-                    _say(f"  → {outcome.message}")
-                    decided = True
+                    decision = await _review(args, handle, review)
+                    if decision is not None:
+                        decisions.append(decision)
                 await asyncio.sleep(POLL_S)
             result = await handle.result()
             ledger = Ledger(settings.ledger)
@@ -232,7 +353,9 @@ async def _run(args: argparse.Namespace) -> int:
                         "ledger": [e.__dict__ for e in rows],
                     },
                     indent=2,
-                )
+                ),
+                file=out,
+                flush=True,
             )
         else:
             _print_result(result, rows, handle.ui_url, time.monotonic() - started)
@@ -241,7 +364,6 @@ async def _run(args: argparse.Namespace) -> int:
                 f"(the demo started the Temporal server and stops it now; its data stays in "
                 f"{settings.home / 'temporal.db'}; run `keel server` to browse the run in the UI)"
             )
-        ok = {SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.REJECTED}
-        return 0 if result.status in ok else 1
+        return 0 if ran_as_asked(decisions, result.status) else 1
     finally:
         await stack.stop()

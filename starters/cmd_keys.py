@@ -30,11 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 async def _keygen(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from agentkeel.signing import write_key_pair
 
-    path = Path(args.path).expanduser()
+    path = args.path
     try:
         public = write_key_pair(path)
     except FileExistsError:

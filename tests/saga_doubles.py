@@ -82,7 +82,7 @@ TRAVEL_SCRIPT: dict[tuple[str, int], Reply] = {
     ("hotels", 2): {"tool_calls": [("transfer_to_planner", {"note": "booked"})]},
     ("planner", 2): {
         "content": "Charging the card.",
-        "tool_calls": [("charge_card", {"amount_usd": 1021.5, "description": "trip"})],
+        "tool_calls": [("charge_card", {"amount_usd": 1123.5, "description": "trip"})],
     },
     ("planner", 3): {"content": "Your trip is booked."},
 }

@@ -347,14 +347,14 @@ async def test_malformed_structured_answer_goes_back_to_the_model(client, task_q
     script = dict(TRAVEL_SCRIPT)
     script[("planner", 3)] = {"content": "Your trip is booked."}  # not JSON
     script[("planner", 4)] = {"content": '{"summary": "booked"}'}  # JSON, misses total_usd
-    script[("planner", 5)] = {"content": '{"summary": "booked", "total_usd": 1021.5}'}
+    script[("planner", 5)] = {"content": '{"summary": "booked", "total_usd": 1123.5}'}
     llm = ScriptedLLM(script)
     team = with_agent(unattended(), "planner", output_schema=_SUMMARY_SCHEMA)
     async with saga_worker(client, task_queue, llm, tmp_path / "ledger.db"):
         handle = await start_saga(client, task_queue, team=team)
         result = await saga_result(handle)
     assert result.status == SagaStatus.COMPLETED, result.reason
-    assert json.loads(result.output or "") == {"summary": "booked", "total_usd": 1021.5}
+    assert json.loads(result.output or "") == {"summary": "booked", "total_usd": 1123.5}
     errors = [s.detail for s in result.steps if s.kind == "tool_error"]
     assert len(errors) == 2 and "not valid JSON" in errors[0] and "total_usd" in errors[1]
     told = [m.content or "" for m in llm.calls[-1].messages if m.role == "user"]

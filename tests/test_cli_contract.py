@@ -253,7 +253,7 @@ async def test_start_from_stdin_and_file_reuse_id_and_a_run_terminated_before_it
     assert code == ExitCode.CONFLICT
     assert one_line_error(err) == (
         f"keel: a run with id {workflow_id} already ran (Terminated); "
-        "pass --reuse-id (reuse_id=True) to start a new run with this id"
+        "pass --reuse-id (reuse_id=True) to start a new run with this id and fresh idempotency keys"
     )
     Path("goal.txt").write_text("Trip to Faro, Jan 3, 1 night")  # noqa: ASYNC240 - a tiny test file
     code, out, err = await akeel(

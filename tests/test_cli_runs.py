@@ -214,7 +214,7 @@ def _review() -> ReviewRequest:
         kind="tool",
         agent="planner",
         tool="charge_card",
-        arguments={"amount_usd": 1021.5, "description": "trip"},
+        arguments={"amount_usd": 1123.5, "description": "trip"},
         reasoning="Charging the card.",
         tokens=1234,
         cost_usd=0.0123,
@@ -244,7 +244,7 @@ def test_render_status_shows_what_the_run_waits_for() -> None:
     text = render.render_status(_view(), workflow_id="keel-travel-1", ui_url="http://ui/x")
     assert "AwaitingReview" in text and "keel-travel-1" in text and "http://ui/x" in text
     assert "tool review of charge_card by agent planner (request r-1)" in text
-    assert '"amount_usd": 1021.5' in text
+    assert '"amount_usd": 1123.5' in text
     assert "1,234 tokens, $0.0123" in text
     assert "approval of charge_card" in text
 

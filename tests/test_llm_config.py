@@ -1,4 +1,4 @@
-"""`agentkeel.activities.llm_config`: providers, prices and model aliases from `keel.toml`, and the built-ins."""
+"""`agentkeel.activities.llm_config`: providers, prices and model aliases from `keel.toml`, and built-ins."""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import json
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -17,10 +18,20 @@ import httpx
 import jsonschema
 import openai
 import pytest
+import yaml
+from agentkeel.starters.cmd_demo import DEMO_GOAL
 
+import agentkeel
 from agentkeel.dev.offline import FaultConfig, OfflineProvider, ProviderControlError, ScenarioError
 from agentkeel.dev.offline.faults import FaultState
-from agentkeel.dev.offline.scenarios import ChatContext, load_scenario, minimal_instance
+from agentkeel.dev.offline.scenarios import (
+    Answer,
+    ChatContext,
+    answer,
+    load_scenario,
+    load_scenarios,
+    minimal_instance,
+)
 from tests.fixtures.llm import OfflineLLM, start_offline_llm, stop_offline_llm
 
 SYSTEM = {"role": "system", "content": "You are a helpful agent."}
@@ -89,8 +100,8 @@ async def test_travel_scenario_matches_agent_header_and_turn(llm: OfflineLLM) ->
                 "tool_calls": [{"id": call.id, "type": "function", "function": call.function.model_dump()}],
             },
             {"role": "tool", "tool_call_id": call.id, "content": "handed over"},
-            {"role": "assistant", "name": "flights", "content": "Flight booked."},
-            {"role": "assistant", "name": "hotels", "content": "Hotel booked."},
+            *_tool_turn("flights", "book_flight", {"booking_ref": "FL-1", "price_usd": 250.5}),
+            *_tool_turn("hotels", "book_hotel", {"booking_ref": "HT-1", "price_usd": 873.0}),
         ]
         second = await ai.chat.completions.create(model="scripted", messages=history, tools=tools)
         again = await ai.chat.completions.create(model="scripted", messages=history, tools=tools)
@@ -99,7 +110,8 @@ async def test_travel_scenario_matches_agent_header_and_turn(llm: OfflineLLM) ->
         )
     charge = second.choices[0].message.tool_calls[0]
     assert charge.function.name == "charge_card"
-    assert json.loads(charge.function.arguments)["amount_usd"] == 1021.5
+    # The card is charged what the two tools priced, read from their results in the conversation.
+    assert json.loads(charge.function.arguments)["amount_usd"] == 250.5 + 873.0
     # Deterministic: the same conversation gets the same answer, tool-call ids included.
     assert again.choices[0].message.model_dump() == second.choices[0].message.model_dump()
     # hotels, turn 2 (one named hotels answer): the scripted handoff back to the planner.
@@ -222,6 +234,141 @@ rules:
     assert outage.value.status_code == 503 and "scripted outage" in str(outage.value)
     assert [e["agent"] for e in journal] == ["reviewer", "reviewer", None]
     assert [e["outcome"] for e in journal] == ["ok", "ok", "error"]
+
+
+def _tool_turn(
+    agent: str, tool: str, result: dict[str, Any], call_id: str | None = None
+) -> list[dict[str, Any]]:
+    """An agent's tool call and its result, as the workflow puts them in the conversation (no tool name)."""
+    call_id = call_id or f"call-{tool}"
+    return [
+        {
+            "role": "assistant",
+            "name": agent,
+            "content": None,
+            "tool_calls": [
+                {"id": call_id, "type": "function", "function": {"name": tool, "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": call_id, "content": json.dumps(result)},
+    ]
+
+
+def _travel_answer(agent: str, goal: str, *turns: dict[str, Any]) -> Answer:
+    body = {"model": "scripted", "messages": [SYSTEM, user(goal), *turns]}
+    return answer(load_scenarios(), body, header_agent=agent)
+
+
+def _call(reply: Answer) -> tuple[str, dict[str, Any]]:
+    function = reply.tool_calls[0]["function"]
+    return function["name"], json.loads(function["arguments"])
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("goal", "flight", "hotel"),
+    [
+        (
+            DEMO_GOAL,
+            {"origin": "Paris", "destination": "Lisbon", "date": "2026-12-10", "passengers": 1},
+            {"city": "Lisbon", "check_in": "2026-12-10", "nights": 3},
+        ),
+        (
+            "Fly from New York to Rome on 2027-03-01 for two travellers, 5 nights at a hotel",
+            {"origin": "New York", "destination": "Rome", "date": "2027-03-01", "passengers": 2},
+            {"city": "Rome", "check_in": "2027-03-01", "nights": 5},
+        ),
+        (
+            "Book me something nice",  # says nothing: the default trip
+            {"origin": "Paris", "destination": "Lisbon", "date": "2026-12-10", "passengers": 1},
+            {"city": "Lisbon", "check_in": "2026-12-10", "nights": 3},
+        ),
+        (
+            "From Berlin to Oslo, 2026-01-31, seven nights, 3 passengers",
+            {"origin": "Berlin", "destination": "Oslo", "date": "2026-01-31", "passengers": 3},
+            {"city": "Oslo", "check_in": "2026-01-31", "nights": 7},
+        ),
+    ],
+)
+def test_travel_scenario_books_what_the_goal_asks(
+    goal: str, flight: dict[str, Any], hotel: dict[str, Any]
+) -> None:
+    assert _call(_travel_answer("flights", goal)) == ("book_flight", flight)
+    assert _call(_travel_answer("hotels", goal)) == ("book_hotel", hotel)
+    # The booked tools' own schemas accept what was read from the goal.
+    team = yaml.safe_load((Path(agentkeel.__file__).parent / "teams" / "travel.yaml").read_text())
+    schemas = {t["name"]: t["parameters"] for t in team["tools"]}
+    jsonschema.validate(flight, schemas["book_flight"])
+    jsonschema.validate(hotel, schemas["book_hotel"])
+
+
+@pytest.mark.unit
+def test_travel_scenario_charges_the_booked_prices_and_reports_the_charged_amount() -> None:
+    booked = [
+        *_tool_turn("flights", "book_flight", {"booking_ref": "FL-A", "price_usd": 250.1}),
+        *_tool_turn("hotels", "book_hotel", {"booking_ref": "HT-B", "price_usd": 873.2}),
+        {"role": "assistant", "name": "planner", "content": "handing over"},
+    ]
+    charge = _travel_answer("planner", DEMO_GOAL, *booked)
+    name, arguments = _call(charge)
+    assert name == "charge_card"
+    assert arguments["amount_usd"] == 1123.3  # rounded: 250.1 + 873.2 is 1123.3000000000002 in floats
+    assert "$250.10" in (charge.content or "") and "$873.20" in (charge.content or "")
+    # A reviewer edited the amount: the final answer states what charge_card charged, not the plan.
+    charged = _tool_turn("planner", "charge_card", {"charge_id": "CH-C", "amount_usd": 900.0})
+    final = _travel_answer("planner", DEMO_GOAL, *booked, *charged)
+    assert final.tool_calls == []
+    assert "The card was charged $900.00 (CH-C)" in (final.content or "")
+    assert "FL-A" in (final.content or "") and "HT-B" in (final.content or "")
+
+
+@pytest.mark.unit
+def test_rule_with_unfilled_placeholder_does_not_match() -> None:
+    # The planner's second turn without any booking result: no charge of a made-up amount.
+    reply = _travel_answer("planner", DEMO_GOAL, {"role": "assistant", "name": "planner", "content": "x"})
+    assert reply.tool_calls == [] and (reply.content or "").startswith("Done:")
+    # A failed booking ("error: ...") holds no price either.
+    failed = [
+        *_tool_turn("flights", "book_flight", {"booking_ref": "FL-A", "price_usd": 250.5}),
+        *_tool_turn("hotels", "book_hotel", "error: nights must be between 1 and 60"),
+        {"role": "assistant", "name": "planner", "content": "x"},
+    ]
+    assert _travel_answer("planner", DEMO_GOAL, *failed).tool_calls == []
+
+
+@pytest.mark.unit
+def test_scenario_placeholders_are_checked_at_load(tmp_path: Path) -> None:
+    unknown_goal = tmp_path / "goal.yaml"
+    unknown_goal.write_text("rules:\n  - respond: {content: 'to {{goal.city}}'}\n")
+    bad_term = tmp_path / "term.yaml"
+    bad_term.write_text("rules:\n  - respond: {content: '{{price * 2}}'}\n")
+    no_group = tmp_path / "group.yaml"
+    no_group.write_text("extract: {city: {pattern: 'to \\w+', default: x}}\nrules: []\n")
+    bad_default = tmp_path / "default.yaml"
+    bad_default.write_text("extract: {n: {pattern: '(\\d+)', type: integer, default: many}}\nrules: []\n")
+    for path, needle in [
+        (unknown_goal, "goal.city"),
+        (bad_term, "'price * 2'"),
+        (no_group, "needs a group"),
+        (bad_default, "not a integer"),
+    ]:
+        with pytest.raises(ScenarioError, match=re.escape(needle)):
+            load_scenario(path)
+
+
+@pytest.mark.unit
+def test_whole_placeholder_keeps_its_type_and_text_placeholders_format(tmp_path: Path) -> None:
+    path = tmp_path / "typed.yaml"
+    path.write_text(
+        "extract: {n: {pattern: '(\\d+) items', type: integer, default: 1}}\n"
+        "rules:\n"
+        "  - respond:\n"
+        "      json: {count: '{{goal.n}}', total: '{{goal.n + 0.5}}', text: 'n={{goal.n:03d}}'}\n"
+    )
+    scenario = load_scenario(path)
+    body = {"model": "m", "messages": [user("send 12 items")], "response_format": {"type": "json_object"}}
+    reply = answer([scenario], body)
+    assert json.loads(reply.content or "") == {"count": 12, "total": 12.5, "text": "n=012"}
 
 
 @pytest.mark.unit

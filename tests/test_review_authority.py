@@ -207,7 +207,7 @@ async def test_the_ui_details_say_who_wants_what_and_the_timer_is_a_review_deadl
         rid = await pending_id(handle)
         metadata = await handle.query("__temporal_workflow_metadata")
         details = metadata.current_details
-        assert details.splitlines()[0] == "waiting for a reviewer: planner wants charge_card $1,021.50"
+        assert details.splitlines()[0] == "waiting for a reviewer: planner wants charge_card $1,123.50"
         await decide(
             handle,
             decision="edit",

@@ -78,7 +78,7 @@ async def test_approved_run_completes_with_each_ledger_entry_once(client, task_q
         view = await wait_for_review(handle)
         assert view.status == SagaStatus.AWAITING_REVIEW
         assert view.pending_review.tool == "charge_card"
-        assert view.pending_review.arguments["amount_usd"] == 1021.5
+        assert view.pending_review.arguments["amount_usd"] == 1123.5
         assert view.active_agent == "planner"
         outcome = await handle.execute_update(
             "review", ReviewInput(decision="approve", reviewer="ana"), result_type=ReviewOutcome

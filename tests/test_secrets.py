@@ -111,7 +111,7 @@ def test_settings_keep_secrets_out_of_renderings_and_files(planted: dict[str, st
 
 
 def _llm_classes() -> tuple[Any, Any]:
-    """`agentkeel.activities.llm.LLMActivities` and `agentkeel.activities.llm_config.LLMConfig`; skip naming what is missing."""
+    """`LLMActivities` and `LLMConfig` of `agentkeel.activities`; skip naming what is missing."""
     try:
         from agentkeel.activities.llm import LLMActivities
     except ImportError as exc:

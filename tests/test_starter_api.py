@@ -1,4 +1,4 @@
-"""The Python starter API (`agentkeel.starters.client`): validation before starting, and the review workflow end to end.
+"""The Python starter API (`agentkeel.starters.client`): validation before starting, and review end to end.
 
 The end-to-end tests run the shipped `travel` team on the session's dev server with a real
 worker (`agentkeel.workers.worker.build_worker`) and the offline LLM provider.

@@ -1,1 +1,2 @@
-"""Tools around the platform, not its core: the offline LLM provider, the dev-server runner, the codec server."""
+"""Tools around the platform, not its core: the offline LLM provider, the dev-server runner,
+the codec server."""

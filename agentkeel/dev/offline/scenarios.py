@@ -1,4 +1,4 @@
-"""Scenario files of the offline provider: scripted, deterministic answers to chat completions.
+r"""Scenario files of the offline provider: scripted, deterministic answers to chat completions.
 
 A scenario is a YAML or JSON file holding an ordered list of rules. For each
 request the provider walks the rules of every loaded scenario in order
@@ -21,6 +21,40 @@ answers with the first rule that matches::
           usage: {prompt_tokens: 120, completion_tokens: 30}   # optional override
           status: 500            # optional: answer with this HTTP error instead (scripted faults)
           message: "..."         # optional: the error message when `status` is set
+
+Answers may be filled in from the conversation with `{{ ... }}` placeholders, in
+`content`, `message`, tool-call arguments and `json` values::
+
+    name: travel
+    extract:                     # values read from the goal (the first user message)
+      destination: {pattern: '\bto\s+([A-Z]\w+)', default: Lisbon}
+      nights: {pattern: '(\d+|one|two|three)\s+nights?', type: integer, ignore_case: true, default: 3}
+    rules:
+      - agent: planner
+        turn: 2
+        respond:
+          tool_calls:
+            - name: charge_card
+              arguments:
+                amount_usd: "{{tool.book_flight.price_usd + tool.book_hotel.price_usd}}"
+                description: "{{goal.nights}} nights in {{goal.destination}}"
+      - agent: planner
+        turn: 3
+        respond: {content: "Charged ${{tool.charge_card.amount_usd:,.2f}}."}
+
+- `goal.NAME`: the value the scenario's `extract` entry NAME reads from the goal: the first
+  group of the first match of `pattern`, converted to `type` (`string`, `integer`, which also
+  reads the words one to twelve, or `number`), else its `default`.
+- `tool.TOOL.FIELD`: FIELD of the latest result of the tool TOOL in the conversation (a tool
+  message whose content is a JSON object, matched to its call through `tool_call_id`).
+- Numbers, and `+` between terms: numbers are added, anything else is joined as text.
+- `:SPEC` after the expression: a Python format spec (`:,.2f` writes 1,123.50).
+
+A string that is one placeholder and nothing else becomes the value itself (a number stays a
+number in tool-call arguments). A rule whose placeholders cannot all be filled (no such tool
+result yet, a missing field, a format that does not fit the value) does not match, so the
+next rule, or the default answer, answers instead. A placeholder naming a goal value the
+scenario does not extract is refused when the file is loaded.
 
 The asking agent is the `X-Keel-Agent` request header; without it, the name
 after `agent:` in the system prompt, else the system message's `name`. When
@@ -123,10 +157,135 @@ class Rule(_Strict):
     respond: Respond
 
 
+NUMBER_WORDS = {
+    word: value
+    for value, word in enumerate(
+        (
+            "zero",
+            "one",
+            "two",
+            "three",
+            "four",
+            "five",
+            "six",
+            "seven",
+            "eight",
+            "nine",
+            "ten",
+            "eleven",
+            "twelve",
+        )
+    )
+}
+"""Words an `integer` extract reads as numbers ("one traveller", "three nights")."""
+
+
+class _Unresolved(Exception):
+    """A placeholder cannot be filled from this conversation: its rule does not match."""
+
+
+def _convert(raw: str | int | float, kind: str) -> str | int | float:
+    """`raw` as the extract's `kind` (`string`, `integer`, `number`).
+
+    Raises:
+        ValueError: `raw` is not a number of that kind.
+    """
+    if kind == "string":
+        return str(raw).strip()
+    text = str(raw).strip().lower()
+    if kind == "integer":
+        return NUMBER_WORDS[text] if text in NUMBER_WORDS else int(text)
+    return float(NUMBER_WORDS.get(text, text))
+
+
+class Extract(_Strict):
+    """A value a scenario reads from the goal, for its `{{goal.NAME}}` placeholders."""
+
+    pattern: str = Field(min_length=1)
+    type: Literal["string", "integer", "number"] = "string"
+    ignore_case: bool = False
+    default: str | int | float
+
+    @model_validator(mode="after")
+    def _usable(self) -> Extract:
+        try:
+            compiled = re.compile(self.pattern)
+        except re.error as exc:
+            raise ValueError(f"pattern is not a regular expression: {exc}") from None
+        if compiled.groups < 1:
+            raise ValueError("pattern needs a group: the value is its first group")
+        try:
+            _convert(self.default, self.type)
+        except (ValueError, KeyError):
+            raise ValueError(f"default {self.default!r} is not a {self.type}") from None
+        return self
+
+    def read(self, goal: str) -> str | int | float:
+        """The first group of the pattern's first match in `goal`, converted; else the default."""
+        found = re.search(self.pattern, goal, re.IGNORECASE if self.ignore_case else 0)
+        if found is not None and found.group(1) is not None:
+            try:
+                return _convert(found.group(1), self.type)
+            except (ValueError, KeyError):
+                pass  # a match that is not a number of that kind: the goal did not say, use the default
+        return _convert(self.default, self.type)
+
+
+_PLACEHOLDER = re.compile(r"\{\{([^{}]*)\}\}")
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_REFERENCE = re.compile(r"(goal)\.([\w-]+)|(tool)\.([\w-]+)((?:\.[\w-]+)+)")
+
+
+def _parse_placeholder(body: str) -> tuple[list[tuple[str, ...]], str]:
+    """The terms of a placeholder's expression and its format spec.
+
+    Each term is `("number", text)`, `("goal", NAME)` or `("tool", TOOL, FIELD, ...)`.
+
+    Raises:
+        ValueError: a term is none of those.
+    """
+    expression, _, spec = body.partition(":")
+    terms: list[tuple[str, ...]] = []
+    for raw in expression.split("+"):
+        term = raw.strip()
+        if _NUMBER.fullmatch(term):
+            terms.append(("number", term))
+            continue
+        ref = _REFERENCE.fullmatch(term)
+        if ref is None:
+            raise ValueError(
+                f"placeholder {{{{{body}}}}}: {term!r} is not goal.NAME, tool.TOOL.FIELD or a number"
+            )
+        if ref.group(1):
+            terms.append(("goal", ref.group(2)))
+        else:
+            terms.append(("tool", ref.group(4), *ref.group(5).lstrip(".").split(".")))
+    return terms, spec.strip()
+
+
+def _strings(value: Any) -> Iterable[str]:
+    """Every string inside `value` (a string, or lists and mappings of them)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def _respond_strings(respond: Respond) -> Iterable[str]:
+    yield from _strings([respond.content, respond.message, respond.json_value])
+    for call in respond.tool_calls:
+        yield from _strings(call.arguments)
+
+
 class Scenario(_Strict):
-    """A named, ordered list of rules."""
+    """A named, ordered list of rules, and the values its answers read from the goal."""
 
     name: str = Field(min_length=1)
+    extract: dict[str, Extract] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
     source: str = ""
 
@@ -134,6 +293,24 @@ class Scenario(_Strict):
     @classmethod
     def _strip(cls, value: str) -> str:
         return value.strip()
+
+    @model_validator(mode="after")
+    def _placeholders_parse(self) -> Scenario:
+        # Refused at load time so a typo in a scenario is an error, not a rule that never matches.
+        for index, rule in enumerate(self.rules):
+            for text in _respond_strings(rule.respond):
+                for body in _PLACEHOLDER.findall(text):
+                    try:
+                        terms, _ = _parse_placeholder(body)
+                    except ValueError as exc:
+                        raise ValueError(f"rules.{index}: {exc}") from None
+                    for term in terms:
+                        if term[0] == "goal" and term[1] not in self.extract:
+                            raise ValueError(
+                                f"rules.{index}: placeholder {{{{{body}}}}} names goal.{term[1]}, "
+                                f"which `extract` does not define"
+                            )
+        return self
 
 
 def load_scenario(path: Path) -> Scenario:
@@ -304,13 +481,140 @@ class ChatContext:
         )
 
 
-def find_rule(scenarios: Iterable[Scenario], ctx: ChatContext) -> tuple[Scenario, Rule] | None:
-    """The first rule of the first scenario that matches, if any."""
+@dataclass(frozen=True)
+class Match:
+    """The rule that answers a request, and its answer with the placeholders filled in."""
+
+    scenario: Scenario
+    index: int
+    respond: Respond
+
+    @property
+    def label(self) -> str:
+        """`<scenario>#<rule number>`, as the journal shows it."""
+        return f"{self.scenario.name}#{self.index + 1}"
+
+
+def find_rule(scenarios: Iterable[Scenario], ctx: ChatContext) -> Match | None:
+    """The first rule of the first scenario that matches and whose placeholders can be filled, if any."""
     for scenario in scenarios:
-        for rule in scenario.rules:
-            if ctx.matches(rule):
-                return scenario, rule
+        for index, rule in enumerate(scenario.rules):
+            if not ctx.matches(rule):
+                continue
+            try:
+                respond = _Filler(scenario, ctx).respond(rule.respond)
+            except _Unresolved:
+                continue
+            return Match(scenario, index, respond)
     return None
+
+
+class _Filler:
+    """Fills a rule's placeholders from one conversation: the goal and the tool results so far."""
+
+    def __init__(self, scenario: Scenario, ctx: ChatContext) -> None:
+        self.scenario = scenario
+        self.ctx = ctx
+        self._tools: dict[str, dict[str, Any]] | None = None
+
+    @property
+    def goal(self) -> str:
+        first = next((m for m in self.ctx.messages if m.get("role") == "user"), None)
+        return _text(first.get("content")) if first else ""
+
+    @property
+    def tools(self) -> dict[str, dict[str, Any]]:
+        """The latest JSON-object result of each tool, by tool name."""
+        if self._tools is None:
+            names: dict[str, str] = {}
+            results: dict[str, dict[str, Any]] = {}
+            for message in self.ctx.messages:
+                for call in message.get("tool_calls") or []:
+                    function = call.get("function") if isinstance(call, Mapping) else None
+                    if isinstance(function, Mapping) and call.get("id"):
+                        names[str(call["id"])] = str(function.get("name", ""))
+                if message.get("role") != "tool":
+                    continue
+                # Tool messages carry no name in the chat-completions API: their call id says which tool.
+                name = message.get("name") or names.get(str(message.get("tool_call_id")))
+                try:
+                    value = json.loads(_text(message.get("content")))
+                except ValueError:
+                    continue  # "error: ..." and other text results hold no fields
+                if name and isinstance(value, dict):
+                    results[name] = value
+            self._tools = results
+        return self._tools
+
+    def term(self, term: tuple[str, ...]) -> Any:
+        if term[0] == "number":
+            return float(term[1]) if "." in term[1] else int(term[1])
+        if term[0] == "goal":
+            return self.scenario.extract[term[1]].read(self.goal)
+        value: Any = self.tools.get(term[1])
+        for key in term[2:]:
+            if not isinstance(value, Mapping) or key not in value:
+                raise _Unresolved(".".join(term))
+            value = value[key]
+        return value
+
+    def placeholder(self, body: str) -> Any:
+        terms, spec = _parse_placeholder(body)
+        values = [self.term(t) for t in terms]
+        if len(values) == 1:
+            value = values[0]
+        elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            # Rounded so money sums to the cent: 250.5 + 873.0 + 0.1 is not 1123.6000000000001.
+            value = round(sum(values), 6)
+        else:
+            value = "".join(str(v) for v in values)
+        if not spec:
+            return value
+        try:
+            return format(value, spec)
+        except (TypeError, ValueError):
+            raise _Unresolved(body) from None
+
+    def value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            whole = _PLACEHOLDER.fullmatch(value.strip())
+            if whole is not None:
+                return self.placeholder(whole.group(1))
+            return _PLACEHOLDER.sub(lambda m: str(self.placeholder(m.group(1))), value)
+        if isinstance(value, Mapping):
+            return {key: self.value(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self.value(item) for item in value]
+        return value
+
+    def text(self, value: str | None) -> str | None:
+        return None if value is None else _PLACEHOLDER.sub(lambda m: str(self.placeholder(m.group(1))), value)
+
+    def respond(self, respond: Respond) -> Respond:
+        """`respond` with every placeholder filled.
+
+        Raises:
+            _Unresolved: one cannot be filled from this conversation.
+        """
+        if not any("{{" in text for text in _respond_strings(respond)):
+            return respond
+        update: dict[str, Any] = {
+            "content": self.text(respond.content),
+            "message": self.text(respond.message),
+            "tool_calls": [
+                call.model_copy(
+                    update={
+                        "arguments": self.text(call.arguments)
+                        if isinstance(call.arguments, str)
+                        else self.value(call.arguments)
+                    }
+                )
+                for call in respond.tool_calls
+            ],
+        }
+        if "json_value" in respond.model_fields_set:
+            update["json_value"] = self.value(respond.json_value)
+        return respond.model_copy(update=update)
 
 
 # --------------------------------------------------------------------------- answers
@@ -367,9 +671,8 @@ def answer(scenarios: Iterable[Scenario], body: Mapping[str, Any], header_agent:
     if found is None:
         content = default_content(ctx)
         return Answer(content, [], "stop", prompt_tokens, estimate_tokens(content))
-    scenario, rule = found
-    respond = rule.respond
-    label = f"{scenario.name}#{scenario.rules.index(rule) + 1}"
+    respond = found.respond
+    label = found.label
     if respond.status is not None:
         return Answer(
             None, [], "stop", 0, 0, status=respond.status, error_message=respond.message, rule=label
