@@ -59,10 +59,9 @@ def error_code(exc: BaseException) -> int | None:
 
     One mapping for every command, so the same situation exits the same way everywhere.
     """
-    from agentkeel.starters import client as api
-
     from agentkeel.codec import CodecConfigError
     from agentkeel.settings import ConfigError
+    from agentkeel.starters import client as api
 
     if isinstance(exc, CliError):
         return exc.code

@@ -33,7 +33,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from agentkeel.starters.reviewer import resolve_reviewer, reviewer_key, signature_for
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from temporalio.api.common.v1 import WorkflowExecution as WorkflowExecutionRef
@@ -71,6 +70,7 @@ from agentkeel.outcomes import saga_result_of
 from agentkeel.search_attributes import SagaStatus
 from agentkeel.settings import Settings, load_settings
 from agentkeel.signing import SigningError
+from agentkeel.starters.reviewer import resolve_reviewer, reviewer_key, signature_for
 from agentkeel.teams import TeamFileError, load_registry, load_team_file
 
 __all__ = [
@@ -1027,7 +1027,7 @@ class Keel:
             InvalidInput: a team file in the registry is invalid.
         """
         try:
-            return load_registry(self.settings.teams_dir)
+            return load_registry(self.settings.teams_dir, self.settings.apps)
         except TeamFileError as exc:
             raise InvalidInput(str(exc)) from None
 

@@ -21,6 +21,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from temporalio.service import RPCError
+
+from agentkeel.contracts import SagaRequest
+from agentkeel.search_attributes import SagaStatus
+from agentkeel.settings import ConfigError, Settings, load_settings
 from agentkeel.starters import render
 from agentkeel.starters.cli import CliError
 from agentkeel.starters.client import (
@@ -32,11 +37,6 @@ from agentkeel.starters.client import (
 )
 from agentkeel.starters.exit_codes import ExitCode
 from agentkeel.starters.reviewer import REVIEWER_KEY_ENV, resolve_reviewer
-from temporalio.service import RPCError
-
-from agentkeel.contracts import SagaRequest
-from agentkeel.search_attributes import SagaStatus
-from agentkeel.settings import ConfigError, Settings, load_settings
 
 EXIT_BAD_INPUT = ExitCode.BAD_INPUT
 
