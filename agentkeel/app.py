@@ -15,6 +15,8 @@ close after it stops.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +93,9 @@ def load_app(reference: str) -> App:
     """
     module_name, _, attr = reference.partition(":")
     attr = attr or "app"
+    # Like `uvicorn main:app`: a module of the current folder is found without installing it.
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:

@@ -37,6 +37,7 @@ from temporalio.client import Client, WorkflowHandle
 from agentkeel.contracts import SagaRequest, SagaResult, TeamSpec
 from agentkeel.dev.devserver import DevServer, find_free_port
 from agentkeel.dev.offline.control import ProviderControl
+from agentkeel.examples.travel import APP_REFERENCE as TRAVEL_APP
 from agentkeel.examples.travel import team as travel_team
 from agentkeel.examples.travel.ledger import Ledger
 from agentkeel.names import AGENT_SAGA_WORKFLOW, CALL_LLM_ACTIVITY, IDEMPOTENCY_HEADER
@@ -172,7 +173,7 @@ class Provider:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "KEEL_APPS": TRAVEL_APP},
             )
         control = ProviderControl(f"http://{HOST}:{control_port}")
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -295,6 +296,7 @@ class ChaosStack:
         env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
         env.update(
             PYTHONUNBUFFERED="1",
+            KEEL_APPS=TRAVEL_APP,  # the travel example, loaded as an app like a user's
             TEMPORAL_ADDRESS=self.address,
             TEMPORAL_NAMESPACE="default",
             KEEL_CONFIG=str(self.workdir / "keel.toml"),

@@ -25,7 +25,6 @@ from temporalio import activity, workflow
 with workflow.unsafe.imports_passed_through():
     import httpx
 
-    from agentkeel.activities.registry import ActivitySet
     from agentkeel.contracts import ToolRequest
     from agentkeel.dev.devserver import DevServer, find_free_port, is_listening, is_serving
     from agentkeel.logs import configure_logging
@@ -360,8 +359,10 @@ async def test_activity_log_lines_carry_the_run_context(time_env, task_queue, wo
             time_env.client,
             worker_settings,
             task_queue,
-            ActivitySet(activities=[log_probe]),
+            activities=[log_probe],
             workflows=[LogWorkflow],
+            apps=[],
+            platform_activities=False,
         )
         async with worker:
             handle = await time_env.client.start_workflow(

@@ -131,7 +131,7 @@ async def run_worker(
     try:
         queue = task_queue or settings.task_queue
         worker = build_worker(client, settings, queue, apps=apps)
-        config = worker.config()
+        config = worker.config(active_config=True)
         log.info(
             "worker started",
             address=client.service_client.config.target_host,
