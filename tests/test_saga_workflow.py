@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import CancelledError
 from temporalio.worker import Replayer
 
@@ -21,8 +20,8 @@ from agentkeel.contracts import (
     TranscriptEntry,
 )
 from agentkeel.outcomes import saga_result
+from agentkeel.plugin import AgentkeelPlugin
 from agentkeel.search_attributes import SagaStatus
-from agentkeel.workflows.registry import ALL_WORKFLOWS
 from tests.saga_doubles import (
     TRAVEL_SCRIPT,
     ScriptedLLM,
@@ -348,7 +347,7 @@ async def test_continue_as_new_carries_the_saga(client, task_queue, tmp_path, mo
 
 async def test_replay_every_history():
     assert HISTORIES, "the tests above record their histories"
-    replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[], plugins=[AgentkeelPlugin(apps=[])])
     for history in HISTORIES:
         await replayer.replay_workflow(history)
 
