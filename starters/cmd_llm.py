@@ -23,6 +23,7 @@ from agentkeel.starters.exit_codes import ExitCode
 from pydantic import ValidationError
 
 from agentkeel.settings import ConfigError, load_settings
+from agentkeel.validation import format_validation_error
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -133,8 +134,7 @@ async def _llm(args: argparse.Namespace) -> int:
     try:
         faults = FaultConfig.model_validate(fault_fields(args))
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise CliError(f"invalid fault flags: {problems}") from None
+        raise CliError(f"invalid fault flags: {format_validation_error(exc)}") from None
     try:
         provider = OfflineProvider(
             host=args.host or settings.llm_host,
