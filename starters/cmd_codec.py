@@ -18,7 +18,7 @@ import os
 import signal
 import sys
 
-from agentkeel.starters.cli import CliError
+from agentkeel.starters.cli_common import CliError
 from agentkeel.starters.exit_codes import ExitCode
 
 from agentkeel.codec import CodecConfigError, build_codec

@@ -18,11 +18,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from agentkeel.starters.cli import CliError
+from agentkeel.starters.cli_common import CliError, load_cli_settings
 from agentkeel.starters.exit_codes import ExitCode
 from pydantic import ValidationError
 
-from agentkeel.settings import ConfigError, load_settings
 from agentkeel.validation import format_validation_error
 
 
@@ -127,10 +126,7 @@ async def _llm(args: argparse.Namespace) -> int:
     from agentkeel.dev.offline.scenarios import ScenarioError
     from agentkeel.dev.offline.server import OfflineProvider
 
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        raise CliError(str(exc)) from None
+    settings = load_cli_settings()
     try:
         faults = FaultConfig.model_validate(fault_fields(args))
     except ValidationError as exc:

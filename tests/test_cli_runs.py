@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 from agentkeel.starters import cli, render
+from agentkeel.starters.cli_common import parse_json_object, parse_metadata
 from agentkeel.starters.client import Keel, RunSummary
-from agentkeel.starters.cmd_runs import parse_json_object, parse_metadata
 from agentkeel.workers.worker import running_worker
 
 from agentkeel.contracts import (
