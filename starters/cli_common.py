@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from agentkeel.starters.exit_codes import ExitCode
+from agentkeel.starters.render import to_json
 from temporalio.service import RPCError
 
 from agentkeel.search_attributes import SagaStatus
@@ -120,6 +121,15 @@ def errors(fn: Handler) -> Handler:
 def out(text: str) -> None:
     """Print one result to stdout at once (a script reading it line by line sees it as it comes)."""
     print(text, flush=True)
+
+
+def print_started(started: dict[str, Any], *, as_json: bool, note: str = "") -> None:
+    """Say a run started: its JSON (`workflow_id`, `ui_url`...), or two lines for people."""
+    if as_json:
+        out(to_json(started))
+    else:
+        out(f"started {started['workflow_id']}{note}")
+        out(f"ui: {started['ui_url']}")
 
 
 def json_flag() -> argparse.ArgumentParser:

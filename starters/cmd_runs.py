@@ -30,6 +30,7 @@ from agentkeel.starters.cli_common import (
     outcome_code,
     parse_limit,
     parse_metadata,
+    print_started,
 )
 from agentkeel.starters.client import (
     Keel,
@@ -116,15 +117,10 @@ async def cmd_start(args: argparse.Namespace) -> int:
             "ui_url": run.ui_url,
         }
         if not args.wait:
-            if args.json:
-                out(render.to_json(started))
-            else:
-                out(f"started {run.workflow_id}")
-                out(f"ui: {run.ui_url}")
+            print_started(started, as_json=args.json)
             return 0
         if not args.json:
-            out(f"started {run.workflow_id}")
-            out(f"ui: {run.ui_url}")
+            print_started(started, as_json=False)
             print(
                 "waiting for the result (Ctrl-C stops waiting, not the run; "
                 "`keel pending` shows reviews to decide)...",

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agentkeel.starters import render
-from agentkeel.starters.cli_common import CliError, connect, errors, out, parse_json_object
+from agentkeel.starters.cli_common import CliError, connect, errors, out, parse_json_object, print_started
 from agentkeel.starters.client import RunHandle
 from agentkeel.starters.reviewer import REVIEWER_KEY_ENV, resolve_reviewer
 
@@ -50,14 +50,7 @@ async def _decide(args: argparse.Namespace, decide: Callable[[RunHandle], Awaita
 async def cmd_approve(args: argparse.Namespace) -> int:
     """`keel approve ID`."""
 
-    async def decide(run: RunHandle) -> Any:
-        if args.signal:
-            return await run.signal_approve(
-                reviewer=args.reviewer, comment=args.comment, request_id=args.request_id
-            )
-        return await run.approve(reviewer=args.reviewer, comment=args.comment, request_id=args.request_id)
-
-    return await _decide(args, decide)
+    return await _decide(args, lambda run: _update_or_signal(run, args, comment=args.comment))
 
 
 @errors
@@ -66,14 +59,17 @@ async def cmd_reject(args: argparse.Namespace) -> int:
     if not args.reason.strip():
         raise CliError("--reason is empty")
 
-    async def decide(run: RunHandle) -> Any:
-        if args.signal:
-            return await run.signal_reject(
-                reviewer=args.reviewer, reason=args.reason, request_id=args.request_id
-            )
-        return await run.reject(reviewer=args.reviewer, reason=args.reason, request_id=args.request_id)
+    return await _decide(args, lambda run: _update_or_signal(run, args, reason=args.reason))
 
-    return await _decide(args, decide)
+
+async def _update_or_signal(run: RunHandle, args: argparse.Namespace, **why: str | None) -> Any:
+    """Approve or reject (`args.decision`) through the `review` update, or with `--signal` the signal."""
+    update, signal = {
+        "approve": (run.approve, run.signal_approve),
+        "reject": (run.reject, run.signal_reject),
+    }[args.decision]
+    send: Callable[..., Awaitable[Any]] = signal if args.signal else update
+    return await send(reviewer=args.reviewer, request_id=args.request_id, **why)
 
 
 @errors
@@ -122,9 +118,5 @@ async def cmd_redrive(args: argparse.Namespace) -> int:
             "redrive_of": args.workflow_id,
             "ui_url": run.ui_url,
         }
-        if args.json:
-            out(render.to_json(started))
-        else:
-            out(f"started {run.workflow_id} (redrive of {args.workflow_id})")
-            out(f"ui: {run.ui_url}")
+        print_started(started, as_json=args.json, note=f" (redrive of {args.workflow_id})")
     return 0
