@@ -36,14 +36,14 @@ from typing import Any
 
 import httpx2
 import openai
-from agentkeel.activities.breakers import PROCESS_BREAKERS, BreakerRegistry, ProviderBreaker
-from agentkeel.activities.llm_config import ChainLink, LLMConfig, ProviderConfig, UnknownAliasError
-from agentkeel.activities.llm_errors import is_provider_failure, to_application_error
 from openai.types.chat import ChatCompletion
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from agentkeel import errors
+from agentkeel.activities.breakers import PROCESS_BREAKERS, BreakerRegistry, ProviderBreaker
+from agentkeel.activities.llm_config import ChainLink, LLMConfig, ProviderConfig, UnknownAliasError
+from agentkeel.activities.llm_errors import is_provider_failure, to_application_error
 from agentkeel.contracts import ChatMessage, LLMRequest, LLMResult, ToolCall
 from agentkeel.logs import get_logger
 from agentkeel.names import AGENT_HEADER, CALL_LLM_ACTIVITY, CORRELATION_HEADER, IDEMPOTENCY_HEADER

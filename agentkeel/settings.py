@@ -51,6 +51,9 @@ class Settings(BaseModel):
     """SQLite ledger of the example tools; `<home>/ledger.db` when unset."""
     teams_dir: Path | None = None
     """Folder of extra team files (YAML/JSON) registered by name."""
+    apps: list[str] = Field(default_factory=list)
+    """Apps (`MODULE[:ATTR]`) whose tools and teams workers register and starters know by name:
+    `apps = [...]` under `[keel]`, or `KEEL_APPS` separated by commas."""
     ui_url: str = DEFAULT_UI_URL
     """Base URL of the Temporal Web UI, used to print run links: `KEEL_UI_URL`, `keel.toml`, else
     the UI of the `keel server` running with this `home`, else the dev server's default."""
@@ -67,6 +70,7 @@ class Settings(BaseModel):
 
 
 _ENV_ONLY = {"encryption_key", "codec_token"}
+_LIST_FIELDS = {"apps"}
 
 
 def config_path() -> Path:
@@ -144,7 +148,7 @@ def load_settings(path: Path | None = None, env: dict[str, str] | None = None) -
     for name in Settings.model_fields:
         value = env.get(f"KEEL_{name.upper()}")
         if value is not None and value != "":
-            raw[name] = value
+            raw[name] = [v.strip() for v in value.split(",") if v.strip()] if name in _LIST_FIELDS else value
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:

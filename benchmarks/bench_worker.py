@@ -57,10 +57,9 @@ async def _build(args: argparse.Namespace, settings: Settings) -> tuple[Worker, 
         )
         return worker, []
     from agentkeel.activities.registry import build_activities
-    from agentkeel.workers.worker import build_worker
-
     from agentkeel.logs import configure_logging
     from agentkeel.temporal import connect
+    from agentkeel.workers.worker import build_worker
     from benchmarks.bench_teams import bench_noop
 
     # The platform's worker logs like `keel worker` does (JSON lines to stderr, which the

@@ -31,17 +31,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from agentkeel.activities.ledger import Ledger
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client, WorkflowHandle
 
 from agentkeel.contracts import SagaRequest, SagaResult, TeamSpec
 from agentkeel.dev.devserver import DevServer, find_free_port
 from agentkeel.dev.offline.control import ProviderControl
+from agentkeel.examples.travel import team as travel_team
+from agentkeel.examples.travel.ledger import Ledger
 from agentkeel.names import AGENT_SAGA_WORKFLOW, CALL_LLM_ACTIVITY, IDEMPOTENCY_HEADER
 from agentkeel.outcomes import saga_result
 from agentkeel.search_attributes import SagaStatus
-from agentkeel.teams import load_registry
 from agentkeel.temporal import connect
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def keel_argv(*args: str) -> list[str]:
 
 def unattended_travel_team() -> TeamSpec:
     """The shipped `travel` team with `charge_card` no longer waiting for a person."""
-    team = load_registry()["travel"]
+    team = travel_team()
     tools = [t.model_copy(update={"requires_review": False}) for t in team.tools]
     return team.model_copy(update={"tools": tools, "review": team.review.model_copy(update={"tools": []})})
 

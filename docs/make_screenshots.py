@@ -27,15 +27,14 @@ if str(REPO) not in sys.path:
     # Run as a script from anywhere: the project's packages live at the repository root.
     sys.path.insert(0, str(REPO))
 
-from agentkeel.starters.client import Keel  # noqa: E402
-from agentkeel.starters.cmd_demo import DEMO_GOAL  # noqa: E402
-from agentkeel.workers.worker import running_worker  # noqa: E402
-
 from agentkeel.dev.devserver import DevServer  # noqa: E402
 from agentkeel.dev.offline.server import OfflineProvider  # noqa: E402
 from agentkeel.logs import configure_logging  # noqa: E402
 from agentkeel.settings import Settings  # noqa: E402
+from agentkeel.starters.client import Keel  # noqa: E402
+from agentkeel.starters.cmd_demo import DEMO_GOAL  # noqa: E402
 from agentkeel.temporal import connect  # noqa: E402
+from agentkeel.workers.worker import running_worker  # noqa: E402
 from tests.test_ui_browser import (  # noqa: E402
     Browser,
     Page,

@@ -18,9 +18,8 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from agentkeel.workflows.saga import Saga
-
     from agentkeel.contracts import CompensationRequest, ToolRequest, ToolResult
+    from agentkeel.workflows.saga import Saga
 
 STEP_TIMEOUT = timedelta(seconds=30)
 
@@ -69,10 +68,9 @@ class TripWorkflow:
 
 async def main() -> None:
     from agentkeel.activities.registry import build_activities
-    from agentkeel.workers.worker import build_worker
-
     from agentkeel.settings import load_settings
     from agentkeel.temporal import connect
+    from agentkeel.workers.worker import build_worker
 
     settings = load_settings()
     client = await connect()

@@ -16,12 +16,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from agentkeel.starters.exit_codes import ExitCode
-from agentkeel.starters.render import to_json
 from temporalio.service import RPCError
 
 from agentkeel.search_attributes import SagaStatus
 from agentkeel.settings import ConfigError, Settings, load_settings
+from agentkeel.starters.exit_codes import ExitCode
+from agentkeel.starters.render import to_json
 
 if TYPE_CHECKING:
     from agentkeel.starters.client import Keel
@@ -43,9 +43,8 @@ def error_code(exc: BaseException) -> int | None:
 
     One mapping for every command, so the same situation exits the same way everywhere.
     """
-    from agentkeel.starters import errors as api
-
     from agentkeel.codec import CodecConfigError
+    from agentkeel.starters import errors as api
 
     if isinstance(exc, CliError):
         return exc.code

@@ -32,6 +32,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import ValidationError
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from agentkeel import search_attributes as sa
+from agentkeel.contracts import SagaRequest, TeamSpec
+from agentkeel.search_attributes import SagaStatus
+from agentkeel.settings import Settings, load_settings
+from agentkeel.signing import SigningError
 from agentkeel.starters.errors import (
     DecisionRefused,
     InvalidInput,
@@ -65,21 +77,9 @@ from agentkeel.starters.start_input import (
 from agentkeel.starters.start_input import details as _details
 from agentkeel.starters.start_input import summary as _summary
 from agentkeel.starters.statuses import execution_status_name, parse_status
-from agentkeel.workflows.agent_saga import AgentSagaWorkflow
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from pydantic import ValidationError
-from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
-
-from agentkeel import search_attributes as sa
-from agentkeel.contracts import SagaRequest, TeamSpec
-from agentkeel.search_attributes import SagaStatus
-from agentkeel.settings import Settings, load_settings
-from agentkeel.signing import SigningError
 from agentkeel.teams import TeamFileError, load_registry, load_team_file
 from agentkeel.validation import format_validation_error
+from agentkeel.workflows.agent_saga import AgentSagaWorkflow
 
 __all__ = [
     "CLOSED_QUERY_TIMEOUT",
@@ -223,7 +223,7 @@ class Keel(RunListing):
             InvalidInput: a team file in the registry is invalid.
         """
         try:
-            return load_registry(self.settings.teams_dir)
+            return load_registry(self.settings.teams_dir, self.settings.apps)
         except TeamFileError as exc:
             raise InvalidInput(str(exc)) from None
 

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from agentkeel.contracts import SagaRequest
+from agentkeel.search_attributes import SagaStatus
 from agentkeel.starters import render
 from agentkeel.starters.cli_common import (
     CliError,
@@ -41,9 +43,6 @@ from agentkeel.starters.client import (
 )
 from agentkeel.starters.exit_codes import ExitCode
 from agentkeel.starters.steer import cmd_approve, cmd_cancel, cmd_edit, cmd_redrive, cmd_reject
-
-from agentkeel.contracts import SagaRequest
-from agentkeel.search_attributes import SagaStatus
 
 # --------------------------------------------------------------------------- start
 

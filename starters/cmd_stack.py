@@ -20,9 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from agentkeel.starters.cli import CliError
-from agentkeel.starters.exit_codes import ExitCode
-
 from agentkeel.dev.devserver import (
     DEFAULT_IP,
     DEFAULT_PORT,
@@ -40,6 +37,8 @@ from agentkeel.settings import (
     load_settings,
     write_server_state,
 )
+from agentkeel.starters.cli import CliError
+from agentkeel.starters.exit_codes import ExitCode
 from agentkeel.temporal import TemporalUnavailable, connect
 
 EXIT_UNAVAILABLE = ExitCode.UNREACHABLE

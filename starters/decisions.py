@@ -12,18 +12,6 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from agentkeel.starters.errors import (
-    DecisionRefused,
-    InvalidInput,
-    ReviewRejected,
-    Rpc,
-    RunStuck,
-    WorkerUnavailable,
-    rpc_errors,
-)
-from agentkeel.starters.reviewer import resolve_reviewer, signature_for
-from agentkeel.starters.start_input import check_payload_size
-from agentkeel.workflows.agent_saga import AgentSagaWorkflow
 from pydantic import BaseModel, ValidationError
 from temporalio.client import WorkflowHandle
 
@@ -36,7 +24,19 @@ from agentkeel.contracts import (
     SagaResult,
     SagaStatusView,
 )
+from agentkeel.starters.errors import (
+    DecisionRefused,
+    InvalidInput,
+    ReviewRejected,
+    Rpc,
+    RunStuck,
+    WorkerUnavailable,
+    rpc_errors,
+)
+from agentkeel.starters.reviewer import resolve_reviewer, signature_for
+from agentkeel.starters.start_input import check_payload_size
 from agentkeel.validation import format_validation_error
+from agentkeel.workflows.agent_saga import AgentSagaWorkflow
 
 if TYPE_CHECKING:
     from agentkeel.starters.client import Keel

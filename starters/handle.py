@@ -12,19 +12,6 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from agentkeel.starters.decisions import RunDecisions
-from agentkeel.starters.errors import (
-    KeelError,
-    Rpc,
-    RunEnded,
-    RunStuck,
-    WorkerUnavailable,
-    failure_message,
-    first_line,
-    rpc_errors,
-)
-from agentkeel.starters.statuses import ended_status, execution_status_name
-from agentkeel.workflows.agent_saga import AgentSagaWorkflow
 from temporalio.api.common.v1 import WorkflowExecution as WorkflowExecutionRef
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryReverseRequest
@@ -39,6 +26,19 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from agentkeel.contracts import SagaRequest, SagaResult, SagaStatusView, TranscriptEntry
 from agentkeel.outcomes import saga_result_of
+from agentkeel.starters.decisions import RunDecisions
+from agentkeel.starters.errors import (
+    KeelError,
+    Rpc,
+    RunEnded,
+    RunStuck,
+    WorkerUnavailable,
+    failure_message,
+    first_line,
+    rpc_errors,
+)
+from agentkeel.starters.statuses import ended_status, execution_status_name
+from agentkeel.workflows.agent_saga import AgentSagaWorkflow
 
 if TYPE_CHECKING:
     from agentkeel.starters.client import Keel

@@ -9,6 +9,14 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from pydantic import BaseModel, ConfigDict, Field
+from temporalio.client import Client, WorkflowExecution
+from temporalio.service import RPCError
+
+from agentkeel import search_attributes as sa
+from agentkeel.contracts import ReviewRequest
+from agentkeel.names import AGENT_SAGA_WORKFLOW
+from agentkeel.search_attributes import SagaStatus
 from agentkeel.starters.errors import (
     InvalidInput,
     KeelError,
@@ -19,14 +27,6 @@ from agentkeel.starters.errors import (
     rpc_errors,
 )
 from agentkeel.starters.statuses import TEMPORAL_ONLY, execution_status_name, parse_status, run_status
-from pydantic import BaseModel, ConfigDict, Field
-from temporalio.client import Client, WorkflowExecution
-from temporalio.service import RPCError
-
-from agentkeel import search_attributes as sa
-from agentkeel.contracts import ReviewRequest
-from agentkeel.names import AGENT_SAGA_WORKFLOW
-from agentkeel.search_attributes import SagaStatus
 
 if TYPE_CHECKING:
     from agentkeel.starters.handle import RunHandle

@@ -10,11 +10,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 
-from agentkeel.starters.errors import InvalidInput
 from pydantic import BaseModel
 
 from agentkeel.contracts import SagaRequest
 from agentkeel.names import WORKFLOW_ID_PREFIX
+from agentkeel.starters.errors import InvalidInput
 
 SUMMARY_MAX = 200
 """The UI shows the static summary on one line; longer goals are cut."""

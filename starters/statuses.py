@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from agentkeel.starters.errors import InvalidInput
 from temporalio.client import WorkflowExecutionStatus
 
 from agentkeel.search_attributes import SagaStatus
+from agentkeel.starters.errors import InvalidInput
 
 _EXECUTION_STATUS_NAMES: dict[WorkflowExecutionStatus, str] = {
     WorkflowExecutionStatus.RUNNING: "Running",

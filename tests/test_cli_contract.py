@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from agentkeel.activities.llm_config import OFFLINE_PRICE, LLMConfig
+from agentkeel.contracts import SagaRequest, SagaStatusView
+from agentkeel.search_attributes import SagaStatus
+from agentkeel.settings import ConfigError, Settings, load_settings, write_server_state
 from agentkeel.starters import render
 from agentkeel.starters.client import MAX_GOAL_BYTES, InvalidInput, Keel, _details, _summary
 from agentkeel.starters.exit_codes import TABLE, ExitCode, markdown_table
 from agentkeel.workers.worker import running_worker
-
-from agentkeel.contracts import SagaRequest, SagaStatusView
-from agentkeel.search_attributes import SagaStatus
-from agentkeel.settings import ConfigError, Settings, load_settings, write_server_state
 from tests.test_cli_runs import akeel, keel, one_line_error
 from tests.test_starter_api import eventually, wait_for_review
 

@@ -7,16 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from agentkeel.starters.client import (
-    InvalidInput,
-    Keel,
-    ReviewRejected,
-    RunNotFound,
-    RunStuck,
-    WorkerUnavailable,
-)
-from agentkeel.starters.errors import Rpc, rpc_errors
-from agentkeel.workers.worker import running_worker
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from temporalio.client import (
     Client,
@@ -34,7 +24,17 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from agentkeel.search_attributes import SagaStatus
 from agentkeel.settings import Settings
+from agentkeel.starters.client import (
+    InvalidInput,
+    Keel,
+    ReviewRejected,
+    RunNotFound,
+    RunStuck,
+    WorkerUnavailable,
+)
+from agentkeel.starters.errors import Rpc, rpc_errors
 from agentkeel.validation import format_validation_error
+from agentkeel.workers.worker import running_worker
 from tests.test_starter_api import GOAL, make_keel_settings, wait_for_review
 
 

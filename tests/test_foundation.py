@@ -24,16 +24,16 @@ from temporalio import activity, workflow
 # The sandbox re-imports this module to validate the test workflow below; these are not workflow code.
 with workflow.unsafe.imports_passed_through():
     import httpx
-    from agentkeel.activities.registry import ActivitySet
-    from agentkeel.workers import metrics
-    from agentkeel.workers.worker import build_worker
 
+    from agentkeel.activities.registry import ActivitySet
     from agentkeel.contracts import ToolRequest
     from agentkeel.dev.devserver import DevServer, find_free_port, is_listening, is_serving
     from agentkeel.logs import configure_logging
     from agentkeel.search_attributes import cli_types
     from agentkeel.settings import ConfigError, load_settings
     from agentkeel.temporal import TemporalUnavailable, connect, connect_config, ui_url
+    from agentkeel.workers import metrics
+    from agentkeel.workers.worker import build_worker
 
 ROOT = Path(__file__).parent.parent
 BIN = Path(sys.executable).parent

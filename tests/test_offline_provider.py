@@ -19,7 +19,6 @@ import jsonschema
 import openai
 import pytest
 import yaml
-from agentkeel.starters.cmd_demo import DEMO_GOAL
 
 import agentkeel
 from agentkeel.dev.offline import FaultConfig, OfflineProvider, ProviderControlError, ScenarioError
@@ -32,6 +31,7 @@ from agentkeel.dev.offline.scenarios import (
     load_scenarios,
     minimal_instance,
 )
+from agentkeel.starters.cmd_demo import DEMO_GOAL
 from tests.fixtures.llm import OfflineLLM, start_offline_llm, stop_offline_llm
 
 SYSTEM = {"role": "system", "content": "You are a helpful agent."}

@@ -7,7 +7,6 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from agentkeel.workflows.registry import ALL_WORKFLOWS
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import CancelledError
@@ -23,6 +22,7 @@ from agentkeel.contracts import (
 )
 from agentkeel.outcomes import saga_result
 from agentkeel.search_attributes import SagaStatus
+from agentkeel.workflows.registry import ALL_WORKFLOWS
 from tests.saga_doubles import (
     TRAVEL_SCRIPT,
     ScriptedLLM,

@@ -18,6 +18,11 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+
+from agentkeel.contracts import SagaRequest, SagaStatusView
+from agentkeel.examples.travel import team as travel_team
+from agentkeel.search_attributes import SagaStatus
+from agentkeel.settings import Settings
 from agentkeel.starters.client import (
     SUMMARY_MAX,
     InvalidInput,
@@ -33,11 +38,6 @@ from agentkeel.starters.client import (
     parse_status,
 )
 from agentkeel.workers.worker import running_worker
-
-from agentkeel.contracts import SagaRequest, SagaStatusView
-from agentkeel.search_attributes import SagaStatus
-from agentkeel.settings import Settings
-from agentkeel.teams import load_registry
 
 GOAL = "Trip to Lisbon, Dec 10, 3 nights"
 T = TypeVar("T")
@@ -133,7 +133,7 @@ def test_resolve_team_by_name_spec_and_file(tmp_path: Path) -> None:
     name, spec = keel.resolve_team("travel")
     assert name == "travel" and spec.entry == "planner"
     # A spec or a file is sent whole: the worker does not need to know it.
-    custom = load_registry()["travel"].model_copy(update={"name": "trips"})
+    custom = travel_team().model_copy(update={"name": "trips"})
     assert keel.resolve_team(custom) == (None, custom)
     path = tmp_path / "trips.yaml"
     path.write_text(yaml.safe_dump(custom.model_dump(mode="json")))

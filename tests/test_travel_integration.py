@@ -20,9 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentkeel.activities.ledger import Ledger
-from agentkeel.workers.worker import running_worker
-from agentkeel.workflows.registry import ALL_WORKFLOWS
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError
@@ -31,9 +28,12 @@ from temporalio.worker import Replayer
 from agentkeel import search_attributes as sa
 from agentkeel.codec import build_data_converter
 from agentkeel.contracts import ReviewInput, ReviewOutcome, SagaRequest, SagaResult, SagaStatusView
+from agentkeel.examples.travel.ledger import Ledger
 from agentkeel.names import AGENT_SAGA_WORKFLOW
 from agentkeel.outcomes import saga_result
 from agentkeel.search_attributes import SagaStatus
+from agentkeel.workers.worker import running_worker
+from agentkeel.workflows.registry import ALL_WORKFLOWS
 
 pytestmark = pytest.mark.integration
 

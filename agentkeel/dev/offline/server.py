@@ -81,9 +81,8 @@ class OfflineProvider:
         port: API port (0 picks a free one; `port` holds the real one after `start`).
         control_port: Optional second port serving only `/_control/*`, which stays up while the
             API port refuses connections (0 picks a free one; None: no control port).
-        scenario_paths: Scenario files or folders, matched before the built-in scenarios.
+        scenario_paths: Scenario files or folders, matched in order (an app's `scenarios`).
         faults: Initial faults (a `FaultConfig` or its fields as a dict).
-        builtin_scenarios: Also load `agentkeel/scenarios/`.
 
     Raises:
         ScenarioError: a scenario file is missing or invalid (at construction, so startup fails).
@@ -97,10 +96,9 @@ class OfflineProvider:
         control_port: int | None = None,
         scenario_paths: Iterable[Path | str] = (),
         faults: FaultConfig | Mapping[str, Any] | None = None,
-        builtin_scenarios: bool = True,
     ) -> None:
         self.host = host
-        self.scenarios: list[Scenario] = load_scenarios(scenario_paths, builtin=builtin_scenarios)
+        self.scenarios: list[Scenario] = load_scenarios(scenario_paths)
         config = faults if isinstance(faults, FaultConfig) else FaultConfig.model_validate(dict(faults or {}))
         self.faults = FaultState(config)
         self.journal_store = Journal()
