@@ -18,6 +18,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from agentkeel.names import OFFLINE_LLM_PORT, TASK_QUEUE, UI_PORT
+from agentkeel.validation import format_validation_error
+
 CONFIG_ENV = "KEEL_CONFIG"
 DEFAULT_CONFIG = "keel.toml"
 CONFIG_TABLES: tuple[str, ...] = ("keel", "providers", "models")
@@ -25,7 +28,7 @@ CONFIG_TABLES: tuple[str, ...] = ("keel", "providers", "models")
 SERVER_STATE_FILE = "server.json"
 """Written under `home` by `keel server` while it runs: its address and Web UI URL, so run links
 follow `--ui-port` when `KEEL_UI_URL` is unset."""
-DEFAULT_UI_URL = "http://localhost:8233"
+DEFAULT_UI_URL = f"http://localhost:{UI_PORT}"
 
 
 class ConfigError(ValueError):
@@ -39,11 +42,11 @@ class Settings(BaseModel):
 
     home: Path = Path(".keel")
     """Where local state lives: the dev server's SQLite file, the example ledger, logs."""
-    task_queue: str = "agentkeel"
+    task_queue: str = TASK_QUEUE
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
     llm_host: str = "127.0.0.1"
-    llm_port: int = 8900
+    llm_port: int = OFFLINE_LLM_PORT
     ledger_path: Path | None = None
     """SQLite ledger of the example tools; `<home>/ledger.db` when unset."""
     teams_dir: Path | None = None
@@ -149,8 +152,7 @@ def load_settings(path: Path | None = None, env: dict[str, str] | None = None) -
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid settings: {problems}") from None
+        raise ConfigError(f"invalid settings: {format_validation_error(exc)}") from None
     if "ui_url" not in raw:
         recorded = _server_ui_url(settings.home, env.get("TEMPORAL_ADDRESS"))
         if recorded:

@@ -21,9 +21,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from agentkeel.app import AppError
-from agentkeel.settings import ConfigError, Settings, load_settings
-from agentkeel.starters.cli import CliError
+from agentkeel.settings import Settings
+from agentkeel.starters.cli_common import CliError, load_cli_settings
 from agentkeel.starters.exit_codes import ExitCode
+from agentkeel.validation import format_validation_error
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -144,15 +145,11 @@ async def _llm(args: argparse.Namespace) -> int:
     from agentkeel.dev.offline.scenarios import ScenarioError
     from agentkeel.dev.offline.server import OfflineProvider
 
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        raise CliError(str(exc)) from None
+    settings = load_cli_settings()
     try:
         faults = FaultConfig.model_validate(fault_fields(args))
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise CliError(f"invalid fault flags: {problems}") from None
+        raise CliError(f"invalid fault flags: {format_validation_error(exc)}") from None
     try:
         provider = OfflineProvider(
             host=args.host or settings.llm_host,

@@ -29,8 +29,8 @@ from agentkeel.examples.travel import team as travel_team
 from agentkeel.search_attributes import SagaStatus
 from agentkeel.settings import Settings
 from agentkeel.starters import cli, render
+from agentkeel.starters.cli_common import parse_json_object, parse_metadata
 from agentkeel.starters.client import Keel, RunSummary
-from agentkeel.starters.cmd_runs import parse_json_object, parse_metadata
 from agentkeel.workers.worker import running_worker
 from tests.test_starter_api import eventually, make_keel_settings, wait_for_review
 

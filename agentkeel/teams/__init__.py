@@ -18,6 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from agentkeel.contracts import TeamSpec
+from agentkeel.validation import format_validation_error
 
 if TYPE_CHECKING:
     from agentkeel.app import App
@@ -28,16 +29,6 @@ TEAM_SUFFIXES = (".yaml", ".yml", ".json")
 
 class TeamFileError(ValueError):
     """A team file cannot be read or does not describe a valid team."""
-
-
-def format_validation_error(exc: ValidationError) -> str:
-    """One line per problem, each prefixed by where in the document it is."""
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(parts)
 
 
 def parse_team(data: Any, source: str = "team") -> TeamSpec:

@@ -87,6 +87,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from agentkeel.validation import format_validation_error
+
 DEFAULT_TEXT_CHARS = 80
 """How much of the last user/tool message the default text answer quotes."""
 
@@ -333,10 +335,7 @@ def load_scenario(path: Path) -> Scenario:
     try:
         return Scenario.model_validate({**data, "source": str(path)})
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, err['loc'])) or '(top)'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ScenarioError(f"scenario {path}: {problems}") from None
+        raise ScenarioError(f"scenario {path}: {format_validation_error(exc, top='(top)')}") from None
 
 
 def scenario_files(paths: Iterable[Path | str] = ()) -> list[Path]:

@@ -42,7 +42,8 @@ from agentkeel.dev.offline.http11 import DROP, HANG, Action, Connection, Listene
 from agentkeel.dev.offline.journal import Journal, JournalEntry, Outcome
 from agentkeel.dev.offline.scenarios import ChatContext, Scenario, answer, load_scenarios, prompt_text
 from agentkeel.logs import get_logger
-from agentkeel.names import AGENT_HEADER
+from agentkeel.names import AGENT_HEADER, OFFLINE_LLM_PORT
+from agentkeel.validation import format_validation_error
 
 log = get_logger(__name__)
 
@@ -90,7 +91,7 @@ class OfflineProvider:
     def __init__(
         self,
         host: str = "127.0.0.1",
-        port: int = 8900,
+        port: int = OFFLINE_LLM_PORT,
         *,
         control_port: int | None = None,
         scenario_paths: Iterable[Path | str] = (),
@@ -254,7 +255,9 @@ class OfflineProvider:
                     [{"name": s.name, "source": s.source, "rules": len(s.rules)} for s in self.scenarios],
                 )
         except (ValidationError, ValueError) as exc:
-            message = _validation_message(exc) if isinstance(exc, ValidationError) else str(exc)
+            message = (
+                format_validation_error(exc, top="(body)") if isinstance(exc, ValidationError) else str(exc)
+            )
             return Response.json(400, error_payload(400, message, "invalid_faults"))
         return Response.json(404, error_payload(404, f"No control endpoint {method} {path}", "not_found"))
 
@@ -404,10 +407,6 @@ def _agent_of(headers: Mapping[str, str], body: Any) -> str | None:
     if isinstance(body, dict) and isinstance(body.get("messages"), list):
         return ChatContext.from_request(body).agent
     return None
-
-
-def _validation_message(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(body)'}: {e['msg']}" for e in exc.errors())
 
 
 def _validate_chat(body: Any) -> tuple[str, str] | None:
