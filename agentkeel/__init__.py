@@ -25,6 +25,12 @@ _EXPORTS: dict[str, str] = {
     "AgentkeelPlugin": "agentkeel.plugin",
     "ActivitySet": "agentkeel.app",
     "App": "agentkeel.app",
+    "Agent": "agentkeel.agents",
+    "Team": "agentkeel.agents",
+    "Tool": "agentkeel.tools",
+    "ToolContext": "agentkeel.tools",
+    "tool": "agentkeel.tools",
+    "tool_context": "agentkeel.tools",
     # sagas in your own workflows
     "Saga": "agentkeel.workflows.saga",
     "SagaOutcome": "agentkeel.workflows.saga",
@@ -57,6 +63,12 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "Agent",
+    "Team",
+    "Tool",
+    "ToolContext",
+    "tool",
+    "tool_context",
     "ActivitySet",
     "AgentkeelPlugin",
     "App",
@@ -107,6 +119,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from agentkeel.agents import Agent, Team
     from agentkeel.app import ActivitySet, App
     from agentkeel.contracts import (
         AgentSpec,
@@ -141,4 +154,5 @@ if TYPE_CHECKING:
         TeamNotFound,
         WorkerUnavailable,
     )
+    from agentkeel.tools import Tool, ToolContext, tool, tool_context
     from agentkeel.workflows.saga import Saga, SagaOutcome

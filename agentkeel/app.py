@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 from agentkeel.contracts import TeamSpec
 
 if TYPE_CHECKING:
+    from agentkeel.agents import Team
     from agentkeel.settings import Settings
+    from agentkeel.tools import Tool
 
 
 class AppError(ValueError):
@@ -60,9 +62,11 @@ class App:
     """
 
     name: str
-    teams: Sequence[TeamSpec | str | Path] = ()
+    teams: Sequence[TeamSpec | Team | str | Path] = ()
     activities: Sequence[Callable[..., Any]] | ActivityFactory = ()
     scenarios: Sequence[str | Path] = ()
+    tools: Sequence[Tool] = ()
+    """`@tool` functions registered even when no team lists them (teams' tools are always registered)."""
 
     def team_specs(self) -> dict[str, TeamSpec]:
         """The app's teams by name (files are read and validated here).
@@ -70,19 +74,30 @@ class App:
         Raises:
             agentkeel.teams.TeamFileError: a team file is missing or invalid.
         """
+        from agentkeel.agents import Team
         from agentkeel.teams import load_team_file
 
         specs: dict[str, TeamSpec] = {}
         for team in self.teams:
-            spec = team if isinstance(team, TeamSpec) else load_team_file(team)
+            if isinstance(team, Team):
+                spec = team.spec
+            else:
+                spec = team if isinstance(team, TeamSpec) else load_team_file(team)
             specs[spec.name] = spec
         return specs
 
     def build_activities(self, settings: Settings) -> ActivitySet:
-        """The app's activities for one worker."""
-        if callable(self.activities):
-            return self.activities(settings)
-        return ActivitySet(activities=list(self.activities))
+        """The app's activities for one worker: its own, and those of its `@tool`s and Python teams."""
+        from agentkeel.agents import Team
+
+        built = self.activities(settings) if callable(self.activities) else ActivitySet(list(self.activities))
+        tools = {t.name: t for t in self.tools}
+        for team in self.teams:
+            if isinstance(team, Team):
+                tools.update(team.tools)
+        for t in tools.values():
+            built.activities += t.activities()
+        return built
 
 
 def load_app(reference: str) -> App:
@@ -92,6 +107,7 @@ def load_app(reference: str) -> App:
         AppError: the module cannot be imported, or holds no `App` under that name.
     """
     module_name, _, attr = reference.partition(":")
+    explicit = bool(attr)
     attr = attr or "app"
     # Like `uvicorn main:app`: a module of the current folder is found without installing it.
     if "" not in sys.path and os.getcwd() not in sys.path:
@@ -101,10 +117,25 @@ def load_app(reference: str) -> App:
     except ImportError as exc:
         raise AppError(f"cannot import app {reference!r}: {exc}") from None
     app = getattr(module, attr, None)
+    if app is None and not explicit:
+        app = discover(module)
     if not isinstance(app, App):
         found = type(app).__name__ if app is not None else "nothing"
         raise AppError(f"app {reference!r}: {module_name}.{attr} is {found}, not an agentkeel App")
     return app
+
+
+def discover(module: Any) -> App | None:
+    """An `App` of the `@tool`s and `Team`s a module defines at its top level, or None without any."""
+    from agentkeel.agents import Team
+    from agentkeel.tools import Tool
+
+    values = list(vars(module).values())
+    teams = [v for v in values if isinstance(v, Team)]
+    tools = [v for v in values if isinstance(v, Tool) and not v.is_compensation]
+    if not teams and not tools:
+        return None
+    return App(name=module.__name__, teams=teams, tools=tools)
 
 
 def resolve_apps(apps: Sequence[App | str]) -> list[App]:

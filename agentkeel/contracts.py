@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agentkeel.names import HANDOFF_TOOL_PREFIX
+from agentkeel.review_conditions import parse_condition
 from agentkeel.schemas import schema_error
 from agentkeel.search_attributes import SagaStatus
 from agentkeel.signing import SigningError, parse_public_key
@@ -179,6 +180,22 @@ class ToolSpec(_Model):
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
     compensation: str | None = None
     requires_review: bool = False
+    review_when: str | None = None
+    """A condition on the arguments (`amount_usd > 500`): calls that meet it wait for a person."""
+    review_check: str | None = None
+    """Set by `@tool(requires_review=<predicate>)`: the tool's predicate runs as the local activity
+    `<tool>.needs_review` and its answer is recorded in history."""
+    timeout_s: float | None = Field(default=None, gt=0)
+    """Start-to-close timeout of one attempt; the platform's default (60 s) when unset."""
+    max_attempts: int | None = Field(default=None, ge=1)
+    """Attempts before the step fails and the saga compensates; the platform's default (6) when unset."""
+
+    @field_validator("review_when")
+    @classmethod
+    def _review_when(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_condition(v)  # a typo is refused when the team is loaded
+        return v
 
     @field_validator("name")
     @classmethod
@@ -333,9 +350,13 @@ class TeamSpec(_Model):
         """The tool called `name`."""
         return next(t for t in self.tools if t.name == name)
 
-    def needs_review(self, tool: str) -> bool:
-        """Whether calls to `tool` wait for a person's approval."""
-        return tool in self.review.tools or self.tool(tool).requires_review
+    def needs_review(self, tool: str, arguments: dict[str, Any] | None = None) -> bool:
+        """Whether this call of `tool` waits for a person's approval (its `review_when` condition is
+        evaluated on `arguments`; a `review_check` predicate is asked by the workflow separately)."""
+        spec = self.tool(tool)
+        if tool in self.review.tools or spec.requires_review:
+            return True
+        return spec.review_when is not None and parse_condition(spec.review_when).evaluate(arguments or {})
 
 
 # --------------------------------------------------------------------------- saga

@@ -47,6 +47,8 @@ PASSTHROUGH_MODULES: tuple[str, ...] = (
     "agentkeel.schemas",
     "agentkeel.search_attributes",
     "agentkeel.signing",
+    "agentkeel.review_conditions",
+    "agentkeel.validation",
 )
 """Deterministic modules imported once, outside the sandbox, instead of once per workflow run."""
 
