@@ -34,6 +34,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agentkeel.starters.cmd_demo",
     "agentkeel.starters.cmd_codec",
     "agentkeel.starters.cmd_keys",
+    "agentkeel.starters.cmd_init",
 )
 
 
