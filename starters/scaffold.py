@@ -239,7 +239,8 @@ With `make dev` running, from another terminal:
 ```
 
 Where things are: `{package}/app.py` (tools, compensations, the team), `{package}/scenario.yaml`
-(what the offline LLM answers), `tests/` (built on `agentkeel.testing`).
+(what the offline LLM answers), `tests/` (built on `agentkeel.testing`), `keel.toml` (names the app
+for `keel dev`, `keel worker` and `keel start`).
 
 agentkeel is not on a package registry yet: {install_note}
 """
@@ -261,7 +262,7 @@ test: $(STAMP)
 \t$(BIN)/python -m pytest -q
 
 dev: $(STAMP)
-\t$(BIN)/keel dev --app {package}.app
+\t$(BIN)/keel dev  # keel.toml names the app: apps = ["{package}.app"]
 """
 
 PYPROJECT = """[build-system]
@@ -325,6 +326,8 @@ def render(folder: Path) -> dict[Path, str]:
         Path("Makefile"): MAKEFILE.format(**values),
         Path("README.md"): README.format(**values),
         Path(".gitignore"): ".venv/\n.keel/\n__pycache__/\n*.egg-info/\n.pytest_cache/\n",
+        # Read by every keel command run here: the worker registers the app, the starters know its teams.
+        Path("keel.toml"): f'[keel]\napps = ["{package}.app"]\n',
         Path(package) / "__init__.py": f'"""{folder.name}: agents on agentkeel."""\n',
         Path(package) / "app.py": _fill(APP_PY, values),
         Path(package) / "scenario.yaml": _fill(SCENARIO, values),
