@@ -25,8 +25,6 @@ in a request, result, log line or error.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import re
 import time
@@ -36,14 +34,15 @@ from typing import Any
 
 import httpx2
 import openai
-from agentkeel.activities.breakers import PROCESS_BREAKERS, BreakerRegistry, ProviderBreaker
-from agentkeel.activities.llm_config import ChainLink, LLMConfig, ProviderConfig, UnknownAliasError
-from agentkeel.activities.llm_errors import is_provider_failure, to_application_error
 from openai.types.chat import ChatCompletion
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from agentkeel import errors
+from agentkeel.activities.breakers import PROCESS_BREAKERS, BreakerRegistry, ProviderBreaker
+from agentkeel.activities.heartbeat import heartbeating
+from agentkeel.activities.llm_config import ChainLink, LLMConfig, ProviderConfig, UnknownAliasError
+from agentkeel.activities.llm_errors import is_provider_failure, to_application_error
 from agentkeel.contracts import ChatMessage, LLMRequest, LLMResult, ToolCall
 from agentkeel.logs import get_logger
 from agentkeel.names import AGENT_HEADER, CALL_LLM_ACTIVITY, CORRELATION_HEADER, IDEMPOTENCY_HEADER
@@ -233,40 +232,37 @@ class LLMActivities:
                 non_retryable=True,
             )
         started = time.monotonic()
-        heartbeat = asyncio.create_task(_heartbeat(f"waiting for {link}"))
-        try:
-            # `chat.completions.create` would first walk the whole request through the SDK's
-            # TypedDict transform, which grows with the conversation and cost about a quarter
-            # of the activity's CPU in `make bench`; our parameters are plain JSON already, so
-            # the same endpoint is posted directly and parsed into the same `ChatCompletion`.
-            response = await client.post(
-                "/chat/completions",
-                cast_to=ChatCompletion,
-                body=completion_params(request, link.model),
-                options={"headers": request_headers(request)},
-            )
-        except openai.OpenAIError as exc:
-            error = to_application_error(exc, provider.name, link.model)
-            if is_provider_failure(exc):
-                breaker.record_failure()
-                raise _ProviderDown(error) from None
-            breaker.record_success()  # the provider answered: it is up
-            log.warning(
-                "llm call refused",
-                provider=provider.name,
-                model=link.model,
-                error_type=error.type,
-                error=error.message,
-                correlation_id=request.correlation_id,
-            )
-            raise error from None
-        except BaseException:
-            breaker.release()  # cancelled mid-request: no verdict on the provider
-            raise
-        finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+        # One heartbeat loop per activity (see activities/heartbeat.py): it says what the call waits for.
+        async with heartbeating(HEARTBEAT_EVERY_S, detail=f"waiting for {link}"):
+            try:
+                # `chat.completions.create` would first walk the whole request through the SDK's
+                # TypedDict transform, which grows with the conversation and cost about a quarter
+                # of the activity's CPU in `make bench`; our parameters are plain JSON already, so
+                # the same endpoint is posted directly and parsed into the same `ChatCompletion`.
+                response = await client.post(
+                    "/chat/completions",
+                    cast_to=ChatCompletion,
+                    body=completion_params(request, link.model),
+                    options={"headers": request_headers(request)},
+                )
+            except openai.OpenAIError as exc:
+                error = to_application_error(exc, provider.name, link.model)
+                if is_provider_failure(exc):
+                    breaker.record_failure()
+                    raise _ProviderDown(error) from None
+                breaker.record_success()  # the provider answered: it is up
+                log.warning(
+                    "llm call refused",
+                    provider=provider.name,
+                    model=link.model,
+                    error_type=error.type,
+                    error=error.message,
+                    correlation_id=request.correlation_id,
+                )
+                raise error from None
+            except BaseException:
+                breaker.release()  # cancelled mid-request: no verdict on the provider
+                raise
         latency_ms = (time.monotonic() - started) * 1000
         try:
             result = _result(response, provider, link, attempt, latency_ms)
@@ -310,16 +306,6 @@ class _ProviderDown(Exception):
     def __init__(self, error: ApplicationError) -> None:
         super().__init__(error.message)
         self.error = error
-
-
-async def _heartbeat(detail: str) -> None:
-    # Runs while the request is in flight: keeps the heartbeat timeout short without cutting slow
-    # answers. The first beat waits one interval: the SDK sends an activity's first heartbeat to
-    # the server at once, a persisted write that a call answering in milliseconds does not need
-    # (the server's heartbeat timer already runs from the activity's start).
-    while True:
-        await asyncio.sleep(HEARTBEAT_EVERY_S)
-        activity.heartbeat(detail)
 
 
 def _result(

@@ -21,6 +21,10 @@ _EXPORTS: dict[str, str] = {
     "RunHandle": "agentkeel.starters.client",
     "RunSummary": "agentkeel.starters.client",
     "saga_result": "agentkeel.outcomes",
+    # your own worker, client and apps
+    "AgentkeelPlugin": "agentkeel.plugin",
+    "ActivitySet": "agentkeel.app",
+    "App": "agentkeel.app",
     # sagas in your own workflows
     "Saga": "agentkeel.workflows.saga",
     "SagaOutcome": "agentkeel.workflows.saga",
@@ -53,6 +57,9 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "ActivitySet",
+    "AgentkeelPlugin",
+    "App",
     "AgentSpec",
     "Budget",
     "CompensationRequest",
@@ -100,6 +107,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from agentkeel.app import ActivitySet, App
     from agentkeel.contracts import (
         AgentSpec,
         Budget,
@@ -117,6 +125,7 @@ if TYPE_CHECKING:
         TranscriptEntry,
     )
     from agentkeel.outcomes import saga_result
+    from agentkeel.plugin import AgentkeelPlugin
     from agentkeel.search_attributes import SagaStatus
     from agentkeel.starters.client import (
         DecisionRefused,

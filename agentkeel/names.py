@@ -38,3 +38,13 @@ CORRELATION_HEADER = "X-Correlation-ID"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 AGENT_HEADER = "X-Keel-Agent"
 """Tells the offline provider which agent is asking, so scenario rules can match on it."""
+
+# Default ports of the local stack: one definition for the servers, the settings and the links.
+FRONTEND_PORT = 7233
+"""Temporal's gRPC frontend (the dev server's and every SDK's default)."""
+UI_PORT = 8233
+"""Temporal's Web UI on the dev server."""
+OFFLINE_LLM_PORT = 8900
+"""The offline OpenAI-compatible provider's API (`keel llm`)."""
+CODEC_PORT = 8888
+"""The codec server (`keel codec`) that decrypts payloads for the UI and the `temporal` CLI."""

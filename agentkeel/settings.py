@@ -18,6 +18,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from agentkeel.names import OFFLINE_LLM_PORT, TASK_QUEUE, UI_PORT
+from agentkeel.validation import format_validation_error
+
 CONFIG_ENV = "KEEL_CONFIG"
 DEFAULT_CONFIG = "keel.toml"
 CONFIG_TABLES: tuple[str, ...] = ("keel", "providers", "models")
@@ -25,7 +28,7 @@ CONFIG_TABLES: tuple[str, ...] = ("keel", "providers", "models")
 SERVER_STATE_FILE = "server.json"
 """Written under `home` by `keel server` while it runs: its address and Web UI URL, so run links
 follow `--ui-port` when `KEEL_UI_URL` is unset."""
-DEFAULT_UI_URL = "http://localhost:8233"
+DEFAULT_UI_URL = f"http://localhost:{UI_PORT}"
 
 
 class ConfigError(ValueError):
@@ -39,15 +42,18 @@ class Settings(BaseModel):
 
     home: Path = Path(".keel")
     """Where local state lives: the dev server's SQLite file, the example ledger, logs."""
-    task_queue: str = "agentkeel"
+    task_queue: str = TASK_QUEUE
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: str = "INFO"
     llm_host: str = "127.0.0.1"
-    llm_port: int = 8900
+    llm_port: int = OFFLINE_LLM_PORT
     ledger_path: Path | None = None
     """SQLite ledger of the example tools; `<home>/ledger.db` when unset."""
     teams_dir: Path | None = None
     """Folder of extra team files (YAML/JSON) registered by name."""
+    apps: list[str] = Field(default_factory=list)
+    """Apps (`MODULE[:ATTR]`) whose tools and teams workers register and starters know by name:
+    `apps = [...]` under `[keel]`, or `KEEL_APPS` separated by commas."""
     ui_url: str = DEFAULT_UI_URL
     """Base URL of the Temporal Web UI, used to print run links: `KEEL_UI_URL`, `keel.toml`, else
     the UI of the `keel server` running with this `home`, else the dev server's default."""
@@ -64,6 +70,7 @@ class Settings(BaseModel):
 
 
 _ENV_ONLY = {"encryption_key", "codec_token"}
+_LIST_FIELDS = {"apps"}
 
 
 def config_path() -> Path:
@@ -141,12 +148,11 @@ def load_settings(path: Path | None = None, env: dict[str, str] | None = None) -
     for name in Settings.model_fields:
         value = env.get(f"KEEL_{name.upper()}")
         if value is not None and value != "":
-            raw[name] = value
+            raw[name] = [v.strip() for v in value.split(",") if v.strip()] if name in _LIST_FIELDS else value
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid settings: {problems}") from None
+        raise ConfigError(f"invalid settings: {format_validation_error(exc)}") from None
     if "ui_url" not in raw:
         recorded = _server_ui_url(settings.home, env.get("TEMPORAL_ADDRESS"))
         if recorded:

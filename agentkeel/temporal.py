@@ -18,9 +18,9 @@ import temporalio.client
 import temporalio.runtime
 from temporalio.envconfig import ClientConfig
 
-from agentkeel.names import NAMESPACE_DEFAULT
+from agentkeel.names import FRONTEND_PORT, NAMESPACE_DEFAULT
 
-DEFAULT_ADDRESS = "localhost:7233"
+DEFAULT_ADDRESS = f"localhost:{FRONTEND_PORT}"
 """Where Temporal's SDKs connect when neither env config nor a profile names an address."""
 
 CONNECT_TIMEOUT = timedelta(seconds=5)

@@ -37,7 +37,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agentkeel.starters.client import Keel
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
@@ -45,6 +44,7 @@ from agentkeel.contracts import SagaResult, TeamSpec
 from agentkeel.logs import configure_logging
 from agentkeel.search_attributes import SagaStatus
 from agentkeel.settings import Settings
+from agentkeel.starters.client import Keel
 from agentkeel.temporal import connect
 from benchmarks.bench_bare import BARE_WORKFLOW
 from benchmarks.bench_stack import (
@@ -354,12 +354,12 @@ async def history_turns(client: Client, workflow_id: str) -> list[dict[str, int]
 
 async def measure_breaker(folder: Path, scenario: Path, main_port: int, plan: Plan) -> dict[str, Any]:
     """6. `call_llm` while a provider's breaker is open: fail fast, fail over; no request reaches it."""
-    from agentkeel.activities.llm import LLMActivities
-    from agentkeel.activities.llm_config import LLMConfig
     from temporalio.exceptions import ApplicationError
     from temporalio.testing import ActivityEnvironment
 
     from agentkeel import errors
+    from agentkeel.activities.llm import LLMActivities
+    from agentkeel.activities.llm_config import LLMConfig
     from agentkeel.contracts import ChatMessage, LLMRequest
 
     primary = Provider(folder / "primary", scenario)

@@ -19,11 +19,9 @@ import signal
 import sys
 from pathlib import Path
 
-from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from agentkeel.names import CALL_LLM_ACTIVITY
 from agentkeel.settings import Settings
 from benchmarks.bench_bare import BARE_ACTIVITIES, BareWorkflow
 
@@ -56,41 +54,24 @@ async def _build(args: argparse.Namespace, settings: Settings) -> tuple[Worker, 
             max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         )
         return worker, []
-    from agentkeel.activities.registry import build_activities
-    from agentkeel.workers.worker import build_worker
-
     from agentkeel.logs import configure_logging
     from agentkeel.temporal import connect
+    from agentkeel.workers.worker import build_worker
     from benchmarks.bench_teams import bench_noop
 
     # The platform's worker logs like `keel worker` does (JSON lines to stderr, which the
     # benchmark sends to a file): what users run is what is measured.
     configure_logging("json", args.log_level)
     client = await connect(address=args.address)
-    activity_set = build_activities(settings)
+    doubles = [bench_noop]
     if args.kind == "stub":
         # Diagnostic: the saga with call_llm answered in process (no HTTP, no provider), which
-        # splits the platform's cost between the workflow side and the LLM activity.
+        # splits the platform's cost between the workflow side and the LLM activity. Activities
+        # given to the worker win over the plugin's of the same name.
         from benchmarks.bench_teams import stub_call_llm
 
-        activity_set.activities = [
-            fn
-            for fn in activity_set.activities
-            if activity._Definition.must_from_callable(fn).name != CALL_LLM_ACTIVITY
-        ]
-        activity_set.activities.append(stub_call_llm)
-    names = {activity._Definition.must_from_callable(fn).name for fn in activity_set.activities}
-    if CALL_LLM_ACTIVITY not in names:
-        # Only while the registry is being wired: register the platform's call_llm ourselves.
-        from agentkeel.activities.llm import LLMActivities
-        from agentkeel.activities.llm_config import LLMConfig
-
-        print(f"warning: no {CALL_LLM_ACTIVITY} in build_activities(); adding it", file=sys.stderr)
-        llm = LLMActivities(LLMConfig.load(settings))
-        activity_set.activities.append(llm.call_llm)
-        activity_set.closers.append(llm.aclose)
-    activity_set.activities.append(bench_noop)
-    return build_worker(client, settings, args.task_queue, activity_set), [activity_set]
+        doubles.append(stub_call_llm)
+    return build_worker(client, settings, args.task_queue, activities=doubles), []
 
 
 async def _main(args: argparse.Namespace) -> int:

@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agentkeel.workflows.policies import LLM_HEARTBEAT, LLM_OUTAGE_PAUSE, LLM_RETRY
-
 from benchmarks.chaos_stack import (
     ChaosStack,
     RunOutcome,

@@ -31,17 +31,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from agentkeel.activities.ledger import Ledger
 from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client, WorkflowHandle
 
 from agentkeel.contracts import SagaRequest, SagaResult, TeamSpec
 from agentkeel.dev.devserver import DevServer, find_free_port
 from agentkeel.dev.offline.control import ProviderControl
+from agentkeel.examples.travel import APP_REFERENCE as TRAVEL_APP
+from agentkeel.examples.travel import team as travel_team
+from agentkeel.examples.travel.ledger import Ledger
 from agentkeel.names import AGENT_SAGA_WORKFLOW, CALL_LLM_ACTIVITY, IDEMPOTENCY_HEADER
 from agentkeel.outcomes import saga_result
 from agentkeel.search_attributes import SagaStatus
-from agentkeel.teams import load_registry
 from agentkeel.temporal import connect
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +70,7 @@ def keel_argv(*args: str) -> list[str]:
 
 def unattended_travel_team() -> TeamSpec:
     """The shipped `travel` team with `charge_card` no longer waiting for a person."""
-    team = load_registry()["travel"]
+    team = travel_team()
     tools = [t.model_copy(update={"requires_review": False}) for t in team.tools]
     return team.model_copy(update={"tools": tools, "review": team.review.model_copy(update={"tools": []})})
 
@@ -172,7 +173,7 @@ class Provider:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "KEEL_APPS": TRAVEL_APP},
             )
         control = ProviderControl(f"http://{HOST}:{control_port}")
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -295,6 +296,7 @@ class ChaosStack:
         env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
         env.update(
             PYTHONUNBUFFERED="1",
+            KEEL_APPS=TRAVEL_APP,  # the travel example, loaded as an app like a user's
             TEMPORAL_ADDRESS=self.address,
             TEMPORAL_NAMESPACE="default",
             KEEL_CONFIG=str(self.workdir / "keel.toml"),

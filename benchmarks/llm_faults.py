@@ -34,11 +34,10 @@ with workflow.unsafe.imports_passed_through():
     from agentkeel.activities.breakers import BreakerRegistry
     from agentkeel.activities.llm import LLMActivities
     from agentkeel.activities.llm_config import LLMConfig
-    from agentkeel.workflows.policies import LLM_HEARTBEAT, LLM_RETRY, LLM_START_TO_CLOSE
-
     from agentkeel.contracts import ChatMessage, LLMRequest, LLMResult
     from agentkeel.names import CALL_LLM_ACTIVITY
     from agentkeel.settings import Settings
+    from agentkeel.workflows.policies import LLM_HEARTBEAT, LLM_RETRY, LLM_START_TO_CLOSE
 
 BENCH_WORKFLOW = "BenchLLMFaultsWorkflow"
 CALLS = 50

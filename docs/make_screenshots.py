@@ -27,15 +27,15 @@ if str(REPO) not in sys.path:
     # Run as a script from anywhere: the project's packages live at the repository root.
     sys.path.insert(0, str(REPO))
 
-from agentkeel.starters.client import Keel  # noqa: E402
-from agentkeel.starters.cmd_demo import DEMO_GOAL  # noqa: E402
-from agentkeel.workers.worker import running_worker  # noqa: E402
-
 from agentkeel.dev.devserver import DevServer  # noqa: E402
 from agentkeel.dev.offline.server import OfflineProvider  # noqa: E402
+from agentkeel.examples import travel  # noqa: E402
 from agentkeel.logs import configure_logging  # noqa: E402
 from agentkeel.settings import Settings  # noqa: E402
+from agentkeel.starters.client import Keel  # noqa: E402
+from agentkeel.starters.cmd_demo import DEMO_GOAL  # noqa: E402
 from agentkeel.temporal import connect  # noqa: E402
+from agentkeel.workers.worker import running_worker  # noqa: E402
 from tests.test_ui_browser import (  # noqa: E402
     Browser,
     Page,
@@ -67,7 +67,7 @@ async def make_screenshots(out: Path, chromium: str) -> list[Path]:
     with tempfile.TemporaryDirectory(prefix="keel-screenshots-") as tmp:
         home = Path(tmp)
         server = DevServer(port=None, db_path=None, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        provider = OfflineProvider(port=0)
+        provider = OfflineProvider(port=0, scenario_paths=[travel.SCENARIO_FILE])
         await server.start()
         await provider.start()
         try:
@@ -79,6 +79,7 @@ async def make_screenshots(out: Path, chromium: str) -> list[Path]:
                 llm_port=provider.port,
                 task_queue="agentkeel",
                 ui_url=server.ui_url,
+                apps=[travel.APP_REFERENCE],
             )
             keel = Keel(client, settings=settings)
             async with running_worker(client, settings):

@@ -18,9 +18,8 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from agentkeel.workflows.saga import Saga
-
     from agentkeel.contracts import CompensationRequest, ToolRequest, ToolResult
+    from agentkeel.workflows.saga import Saga
 
 STEP_TIMEOUT = timedelta(seconds=30)
 
@@ -68,17 +67,17 @@ class TripWorkflow:
 
 
 async def main() -> None:
-    from agentkeel.activities.registry import build_activities
-    from agentkeel.workers.worker import build_worker
-
     from agentkeel.settings import load_settings
     from agentkeel.temporal import connect
+    from agentkeel.workers.worker import build_worker
 
     settings = load_settings()
     client = await connect()
-    activity_set = build_activities(settings)
     queue = f"custom-saga-{uuid.uuid4().hex[:6]}"
-    async with build_worker(client, settings, queue, activity_set, workflows=[TripWorkflow]):
+    # The travel example's tools, registered by the plugin like any app's, next to this workflow.
+    async with build_worker(
+        client, settings, queue, apps=["agentkeel.examples.travel"], workflows=[TripWorkflow]
+    ):
         ok = await client.execute_workflow(
             TripWorkflow.run, 950.0, id=f"trip-{uuid.uuid4().hex[:8]}", task_queue=queue
         )
@@ -88,7 +87,6 @@ async def main() -> None:
             TripWorkflow.run, -1.0, id=f"trip-{uuid.uuid4().hex[:8]}", task_queue=queue
         )
         print("amount -1:", bad)
-    await activity_set.aclose()
 
 
 if __name__ == "__main__":

@@ -15,14 +15,16 @@ import argparse
 import asyncio
 import importlib
 import inspect
-import json
 import os
 import sys
 import traceback
 from collections.abc import Sequence
 from typing import NoReturn
 
+from agentkeel.starters.cli_common import CliError, error_code, report_error
 from agentkeel.starters.exit_codes import ExitCode, help_text
+
+__all__ = ["COMMAND_MODULES", "CliError", "build_parser", "error_code", "main", "report_error", "run"]
 
 # Modules holding sub-commands; each has `register(subparsers)`.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -35,14 +37,6 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
-class CliError(Exception):
-    """A user-facing error: printed as one line (JSON with `--json`), exit code `BAD_INPUT` unless given."""
-
-    def __init__(self, message: str, code: int = ExitCode.BAD_INPUT) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 class _UsageError(Exception):
     """Raised by the parser instead of exiting, so usage errors follow `--json` like every other error."""
 
@@ -52,46 +46,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise _UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
-
-
-def error_code(exc: BaseException) -> int | None:
-    """The documented exit code of an error a user can act on; None for anything else (a bug).
-
-    One mapping for every command, so the same situation exits the same way everywhere.
-    """
-    from agentkeel.starters import client as api
-
-    from agentkeel.codec import CodecConfigError
-    from agentkeel.settings import ConfigError
-
-    if isinstance(exc, CliError):
-        return exc.code
-    if isinstance(exc, api.RunNotFound):
-        return ExitCode.NOT_FOUND
-    # Before InvalidInput, which these subclass for the Python API's sake.
-    if isinstance(exc, api.RunEnded | api.RunStillRunning | api.RunAlreadyExists | api.ReviewRejected):
-        return ExitCode.CONFLICT
-    if isinstance(exc, api.TeamNotFound | api.InvalidInput):
-        return ExitCode.BAD_INPUT
-    if isinstance(exc, api.RunStuck | api.WorkerUnavailable):
-        return ExitCode.NO_WORKER
-    if isinstance(exc, api.KeelError):
-        return ExitCode.GOAL_NOT_REACHED
-    if isinstance(exc, ConnectionError):  # TemporalUnavailable and friends
-        return ExitCode.UNREACHABLE
-    if isinstance(exc, ConfigError | CodecConfigError):
-        # Configuration errors (keel.toml, KEEL_* variables, the encryption key) come before any work.
-        return ExitCode.BAD_INPUT
-    return None
-
-
-def report_error(message: str, code: int, *, as_json: bool) -> None:
-    """Print one error: a `keel: ...` line, or with `--json` one JSON object, on stderr."""
-    if as_json:
-        kind = ExitCode(code).name.lower() if code in ExitCode._value2member_map_ else "error"
-        print(json.dumps({"error": {"message": message, "code": int(code), "kind": kind}}), file=sys.stderr)
-    else:
-        print(f"keel: {message}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,12 +18,11 @@ import os
 import signal
 import sys
 
-from agentkeel.starters.cli import CliError
-from agentkeel.starters.exit_codes import ExitCode
-
 from agentkeel.codec import CodecConfigError, build_codec
 from agentkeel.dev.codec_server import DEFAULT_CORS_ORIGINS, DEFAULT_HOST, DEFAULT_PORT, CodecServer
 from agentkeel.settings import ConfigError, load_settings
+from agentkeel.starters.cli_common import CliError
+from agentkeel.starters.exit_codes import ExitCode
 
 TOKEN_ENV = "KEEL_CODEC_TOKEN"
 

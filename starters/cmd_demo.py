@@ -15,21 +15,23 @@ import json
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, TextIO
-
-from agentkeel.activities.ledger import Ledger, LedgerEntry
-from agentkeel.starters.cli import CliError
-from agentkeel.starters.client import InvalidInput, ReviewRejected, RunHandle
 
 from agentkeel.contracts import ReviewOutcome, ReviewRequest, SagaResult, SagaStatusView
 from agentkeel.dev.devserver import DevServer, is_listening
+from agentkeel.examples.travel.ledger import Ledger, LedgerEntry
 from agentkeel.logs import configure_logging
 from agentkeel.search_attributes import SagaStatus
 from agentkeel.settings import Settings, load_settings
+from agentkeel.starters.cli import CliError
+from agentkeel.starters.client import InvalidInput, ReviewRejected, RunHandle
 from agentkeel.temporal import connect
 
 DEMO_GOAL = "Book a trip from Paris to Lisbon on 2026-12-10 for one traveller: flight plus 3 nights."
 DEMO_TEAM = "travel"
+TRAVEL_APP = "agentkeel.examples.travel"
+"""The app `keel demo` runs (`examples/travel/`)."""
 POLL_S = 0.2
 
 
@@ -86,14 +88,14 @@ class _Stack:
         await self.server.start()
         return self.server.address
 
-    async def ensure_provider(self) -> None:
+    async def ensure_provider(self, scenarios: list[Path]) -> None:
         host, port = self.settings.llm_host, self.settings.llm_port
         if is_listening(host, port):
             _say(f"• LLM provider already running at http://{host}:{port}/v1")
             return
         from agentkeel.dev.offline.server import OfflineProvider
 
-        self.provider = OfflineProvider(host=host, port=port)
+        self.provider = OfflineProvider(host=host, port=port, scenario_paths=scenarios)
         await self.provider.start()
         _say(f"• started the offline LLM provider at {self.provider.base_url}")
 
@@ -296,10 +298,15 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 async def _demo(args: argparse.Namespace, out: TextIO) -> int:
+    from agentkeel.app import load_app
     from agentkeel.starters.client import Keel
 
     started = time.monotonic()
     settings = load_settings()
+    # The travel example is an app like a user's: loaded by reference, registered through the plugin.
+    travel = load_app(TRAVEL_APP)
+    if TRAVEL_APP not in settings.apps:
+        settings = settings.model_copy(update={"apps": [*settings.apps, TRAVEL_APP]})
     stack = _Stack(settings)
     if not args.verbose:
         # The progress view is the output; the worker's and provider's log lines go to a file.
@@ -310,7 +317,7 @@ async def _demo(args: argparse.Namespace, out: TextIO) -> int:
             # The demo's own server may serve its UI elsewhere than the default :8233 (another
             # TEMPORAL_ADDRESS port): the printed links must open this run.
             settings = settings.model_copy(update={"ui_url": stack.server.ui_url})
-        await stack.ensure_provider()
+        await stack.ensure_provider([Path(p) for p in travel.scenarios])
         client = await connect(address=address)
         from agentkeel.workers.worker import running_worker  # the worker's imports are only paid by `demo`
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from agentkeel.starters.cli import CliError
+from agentkeel.starters.cli_common import CliError
 from agentkeel.starters.exit_codes import ExitCode
 
 

@@ -18,11 +18,13 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from agentkeel.starters.cli import CliError
-from agentkeel.starters.exit_codes import ExitCode
 from pydantic import ValidationError
 
-from agentkeel.settings import ConfigError, load_settings
+from agentkeel.app import AppError
+from agentkeel.settings import Settings
+from agentkeel.starters.cli_common import CliError, load_cli_settings
+from agentkeel.starters.exit_codes import ExitCode
+from agentkeel.validation import format_validation_error
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,10 +51,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         default=[],
         metavar="PATH",
-        help="scenario file or folder (repeatable), matched before the built-in scenarios",
+        help="scenario file or folder (repeatable), matched before the apps' scenarios",
     )
     parser.add_argument(
-        "--no-builtin-scenarios", action="store_true", help="do not load agentkeel/scenarios/"
+        "--app",
+        action="append",
+        default=[],
+        metavar="MODULE[:ATTR]",
+        help="also load this app's scenarios (repeatable; the apps of keel.toml / KEEL_APPS are loaded too)",
+    )
+    parser.add_argument(
+        "--no-builtin-scenarios",
+        action="store_true",
+        help="load only --scenario files, not the scenarios of the configured apps",
     )
     faults = parser.add_argument_group("fault injection (change at run time with PUT /_control/faults)")
     faults.add_argument("--latency-ms", type=float, default=0.0, help="delay before every /v1 answer")
@@ -121,30 +132,33 @@ def _raise_fd_limit() -> None:
             )
 
 
+def _app_scenarios(args: argparse.Namespace, settings: Settings) -> list[Path]:
+    """Scenario files of `--app` and of the configured apps (none with `--no-builtin-scenarios`)."""
+    from agentkeel.app import resolve_apps
+
+    apps = list(args.app) + ([] if args.no_builtin_scenarios else list(settings.apps))
+    return [Path(p) for app in resolve_apps(apps) for p in app.scenarios]
+
+
 async def _llm(args: argparse.Namespace) -> int:
     from agentkeel.dev.offline.faults import FaultConfig
     from agentkeel.dev.offline.scenarios import ScenarioError
     from agentkeel.dev.offline.server import OfflineProvider
 
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        raise CliError(str(exc)) from None
+    settings = load_cli_settings()
     try:
         faults = FaultConfig.model_validate(fault_fields(args))
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise CliError(f"invalid fault flags: {problems}") from None
+        raise CliError(f"invalid fault flags: {format_validation_error(exc)}") from None
     try:
         provider = OfflineProvider(
             host=args.host or settings.llm_host,
             port=args.port if args.port is not None else settings.llm_port,
             control_port=args.control_port,
-            scenario_paths=args.scenario,
+            scenario_paths=[*args.scenario, *_app_scenarios(args, settings)],
             faults=faults,
-            builtin_scenarios=not args.no_builtin_scenarios,
         )
-    except ScenarioError as exc:
+    except (ScenarioError, AppError) as exc:
         raise CliError(str(exc)) from None
     _raise_fd_limit()
     try:

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import importlib.util
+import os
 import signal
 import subprocess
 import sys
@@ -19,9 +20,6 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
-
-from agentkeel.starters.cli import CliError
-from agentkeel.starters.exit_codes import ExitCode
 
 from agentkeel.dev.devserver import (
     DEFAULT_IP,
@@ -40,6 +38,8 @@ from agentkeel.settings import (
     load_settings,
     write_server_state,
 )
+from agentkeel.starters.cli import CliError
+from agentkeel.starters.exit_codes import ExitCode
 from agentkeel.temporal import TemporalUnavailable, connect
 
 EXIT_UNAVAILABLE = ExitCode.UNREACHABLE
@@ -69,6 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--task-queue", default=None, help="task queue to poll (default: settings, 'agentkeel')"
     )
     worker.add_argument("--metrics", metavar="HOST:PORT", default=None, help="serve Prometheus metrics here")
+    _app_option(worker)
     worker.set_defaults(func=_worker)
 
     dev = subparsers.add_parser(
@@ -80,6 +81,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     dev.add_argument("--task-queue", default=None, help="task queue of the worker")
     dev.add_argument("--metrics", metavar="HOST:PORT", default=None, help="worker metrics address")
     dev.add_argument("--no-llm", action="store_true", help="do not start the offline LLM provider")
+    _app_option(dev)
+    dev.add_argument(
+        "--scenario",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="scenario file or folder for the offline provider (repeatable; apps' scenarios load too)",
+    )
     dev.set_defaults(func=_dev)
 
     # No `help=`: argparse then leaves it out of the command list.
@@ -87,6 +96,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ping.add_argument("--address", default=None, help="host:port (default: Temporal env config)")
     ping.add_argument("--namespace", default=None, help="namespace (default: Temporal env config)")
     ping.set_defaults(func=_ping)
+
+
+def _app_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--app",
+        action="append",
+        default=[],
+        metavar="MODULE[:ATTR]",
+        help="import your app (an agentkeel App: tools, teams, scenarios) and register it; repeatable, "
+        "added to the apps of keel.toml / KEEL_APPS",
+    )
+
+
+def _with_apps(settings: Settings, apps: list[str]) -> Settings:
+    """`settings` with the `--app` references added, each checked here: a typo is one line at start."""
+    from agentkeel.app import AppError, load_app
+
+    merged = [*settings.apps, *(a for a in apps if a not in settings.apps)]
+    for reference in merged:
+        try:
+            load_app(reference)
+        except AppError as exc:
+            raise CliError(str(exc)) from None
+    return settings.model_copy(update={"apps": merged})
 
 
 def _server_options(parser: argparse.ArgumentParser) -> None:
@@ -222,7 +255,7 @@ async def _worker(args: argparse.Namespace) -> int:
     from agentkeel.workers.metrics import MetricsBindError
     from agentkeel.workers.worker import run_worker
 
-    settings = _settings()
+    settings = _with_apps(_settings(), args.app)
     try:
         await run_worker(settings, task_queue=args.task_queue, metrics_bind=args.metrics)
     except TemporalUnavailable as exc:
@@ -321,10 +354,15 @@ def _llm_available() -> bool:
 
 
 async def _dev(args: argparse.Namespace) -> int:
-    settings = _settings()
+    settings = _with_apps(_settings(), args.app)
     server = _dev_server(args, settings)
     env = server.environ()
     env["PYTHONUNBUFFERED"] = "1"
+    if settings.apps:
+        # The children (worker, provider) read the apps as a user's keel.toml would give them.
+        env["KEEL_APPS"] = ",".join(settings.apps)
+        # `--app mymodule` names a module of the current folder, as `keel worker --app` finds it.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), env.get("PYTHONPATH", "")) if p)
     log_format = "console" if sys.stdout.isatty() else "json"
     common = ["--log-format", log_format]
 
@@ -341,7 +379,8 @@ async def _dev(args: argparse.Namespace) -> int:
             argv += ["--codec-endpoint", args.codec_endpoint]
         children.append(_Child("server", _keel_command(*common, *argv), env))
     if _llm_available() and not args.no_llm:
-        children.append(_Child("llm", _keel_command(*common, "llm"), env))
+        scenarios = [arg for path in args.scenario for arg in ("--scenario", str(path))]
+        children.append(_Child("llm", _keel_command(*common, "llm", *scenarios), env))
     worker_argv = ["worker"]
     if args.task_queue:
         worker_argv += ["--task-queue", args.task_queue]

@@ -10,18 +10,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentkeel.activities.ledger import Ledger
-from agentkeel.activities.teams import TeamActivities
-from agentkeel.activities.travel import TravelTools
-from agentkeel.workflows.registry import ALL_WORKFLOWS
 from temporalio import activity
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from agentkeel.contracts import LLMRequest, LLMResult, SagaRequest, SagaResult, TeamSpec, ToolCall
+from agentkeel.examples.travel import app as travel_app
+from agentkeel.examples.travel import team as shipped_travel_team
+from agentkeel.examples.travel.ledger import Ledger
 from agentkeel.names import AGENT_SAGA_WORKFLOW, CALL_LLM_ACTIVITY
-from agentkeel.teams import load_registry
+from agentkeel.plugin import AgentkeelPlugin
+from agentkeel.settings import Settings
 
 Reply = dict[str, Any]
 """`{"content": str, "tool_calls": [(name, args_dict_or_raw_str), ...], "tokens": int}`"""
@@ -90,13 +90,13 @@ TRAVEL_SCRIPT: dict[tuple[str, int], Reply] = {
 
 def travel_team(**changes: Any) -> TeamSpec:
     """The shipped `travel` team, with top-level fields replaced."""
-    team = load_registry()["travel"]
+    team = shipped_travel_team()
     return team.model_copy(update=changes)
 
 
 def travel_with_review(**review: Any) -> TeamSpec:
     """The travel team with its review policy changed."""
-    team = load_registry()["travel"]
+    team = shipped_travel_team()
     return team.model_copy(update={"review": team.review.model_copy(update=review)})
 
 
@@ -113,13 +113,13 @@ async def saga_worker(
 
     `replace` swaps registered activities by name (for failing doubles).
     """
+    # The worker is configured the way a user's is: the plugin, with the travel example as an app;
+    # the doubles are registered first, so they win over the activities of the same name.
+    settings = Settings(home=ledger_path.parent / "keel-home", ledger_path=ledger_path)
+    plugin = AgentkeelPlugin(settings=settings, apps=[travel_app])
+    doubles = [llm.activity(), *extra, *(replace or {}).values()]
     ledger = Ledger(ledger_path)
-    tools = TravelTools(ledger)
-    acts: dict[str, Callable[..., Any]] = {}
-    for fn in [llm.activity(), *tools.activities(), TeamActivities(None).resolve_team, *extra]:
-        acts[fn.__temporal_activity_definition.name] = fn  # type: ignore[attr-defined]
-    acts.update(replace or {})
-    async with Worker(client, task_queue=task_queue, workflows=ALL_WORKFLOWS, activities=list(acts.values())):
+    async with Worker(client, task_queue=task_queue, activities=doubles, plugins=[plugin]):
         try:
             yield ledger
         finally:

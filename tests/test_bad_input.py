@@ -29,26 +29,27 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentkeel.activities.ledger import Ledger
-from agentkeel.activities.teams import TeamActivities
-from agentkeel.activities.travel import TravelTools
-from agentkeel.starters import cli
-from agentkeel.workers.worker import running_worker
-from agentkeel.workflows.registry import ALL_WORKFLOWS
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
+from agentkeel.activities.teams import TeamActivities
 from agentkeel.contracts import ReviewInput, SagaResult, SagaStatusView, TeamSpec, TranscriptEntry
+from agentkeel.examples.travel import team as travel_team
+from agentkeel.examples.travel.ledger import Ledger
+from agentkeel.examples.travel.tools import TravelTools
 from agentkeel.names import IDEMPOTENCY_HEADER
 from agentkeel.outcomes import saga_result
 from agentkeel.search_attributes import SagaStatus
-from agentkeel.teams import TeamFileError, load_registry, load_team_file
+from agentkeel.starters import cli
+from agentkeel.teams import TeamFileError, load_team_file
+from agentkeel.workers.worker import running_worker
+from agentkeel.workflows.registry import ALL_WORKFLOWS
 from tests.fixtures.llm import start_offline_llm, stop_offline_llm
 from tests.saga_doubles import TRAVEL_SCRIPT, ScriptedLLM, saga_worker, start_saga
 
 GOAL = "Trip to Lisbon, Dec 10, 3 nights"
-TRAVEL = load_registry()["travel"]
+TRAVEL = travel_team()
 
 
 def unattended(team: TeamSpec = TRAVEL, **changes: Any) -> TeamSpec:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from agentkeel.workflows.policies import LLM_HEARTBEAT, LLM_RETRY
 
+from agentkeel.workflows.policies import LLM_HEARTBEAT, LLM_RETRY
 from benchmarks.chaos import QUICK, SCENARIOS, Row, format_table
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]

@@ -15,15 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from agentkeel.activities.llm_config import OFFLINE_PRICE, LLMConfig
+from agentkeel.contracts import SagaRequest, SagaStatusView
+from agentkeel.examples.travel import APP_REFERENCE as TRAVEL_APP
+from agentkeel.search_attributes import SagaStatus
+from agentkeel.settings import ConfigError, Settings, load_settings, write_server_state
 from agentkeel.starters import render
 from agentkeel.starters.client import MAX_GOAL_BYTES, InvalidInput, Keel, _details, _summary
 from agentkeel.starters.exit_codes import TABLE, ExitCode, markdown_table
 from agentkeel.workers.worker import running_worker
-
-from agentkeel.contracts import SagaRequest, SagaStatusView
-from agentkeel.search_attributes import SagaStatus
-from agentkeel.settings import ConfigError, Settings, load_settings, write_server_state
 from tests.test_cli_runs import akeel, keel, one_line_error
 from tests.test_starter_api import eventually, wait_for_review
 
@@ -104,7 +105,7 @@ def test_a_goal_over_the_limit_is_refused_with_the_limit(
 
 @pytest.mark.unit
 async def test_the_python_api_refuses_a_large_goal_and_the_ui_never_copies_it(tmp_path: Path) -> None:
-    api = Keel(settings=Settings(home=tmp_path))  # not connected: the check comes first
+    api = Keel(settings=Settings(home=tmp_path, apps=[TRAVEL_APP]))  # not connected: the check comes first
     with pytest.raises(InvalidInput, match="over the 128 KiB limit"):
         await api.start("travel", "x" * (MAX_GOAL_BYTES + 1))
     with pytest.raises(InvalidInput, match="over the 128 KiB limit"):
@@ -233,7 +234,7 @@ async def test_start_from_stdin_and_file_reuse_id_and_a_run_terminated_before_it
     monkeypatch.setattr("sys.stdin", io.StringIO(stdin_goal))
     code, out, err = await akeel(capsys, "start", "travel", "-", "--id", workflow_id, "--json")
     assert code == 0, err
-    api = Keel(client, settings=Settings(task_queue=bare_env))
+    api = Keel(client, settings=Settings(task_queue=bare_env, apps=[TRAVEL_APP]))
     run = await api.get(workflow_id)
     assert (await run.request()).goal == stdin_goal
 
@@ -278,7 +279,7 @@ async def test_start_from_stdin_and_file_reuse_id_and_a_run_terminated_before_it
 async def test_list_is_newest_first(
     dev_server: Any, bare_env: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    api = Keel(dev_server.client, settings=Settings(task_queue=bare_env))
+    api = Keel(dev_server.client, settings=Settings(task_queue=bare_env, apps=[TRAVEL_APP]))
     correlation = uuid.uuid4().hex
     runs = []
     for i in range(3):

@@ -15,10 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentkeel.starters import cli, render
-from agentkeel.starters.client import Keel, RunSummary
-from agentkeel.starters.cmd_runs import parse_json_object, parse_metadata
-from agentkeel.workers.worker import running_worker
 
 from agentkeel.contracts import (
     CompensationRecord,
@@ -29,9 +25,13 @@ from agentkeel.contracts import (
     StepRecord,
     TranscriptEntry,
 )
+from agentkeel.examples.travel import team as travel_team
 from agentkeel.search_attributes import SagaStatus
 from agentkeel.settings import Settings
-from agentkeel.teams import load_registry
+from agentkeel.starters import cli, render
+from agentkeel.starters.cli_common import parse_json_object, parse_metadata
+from agentkeel.starters.client import Keel, RunSummary
+from agentkeel.workers.worker import running_worker
 from tests.test_starter_api import eventually, make_keel_settings, wait_for_review
 
 GOAL = "Trip to Lisbon, Dec 10, 3 nights"
@@ -185,7 +185,7 @@ def test_teams_dir_adds_teams_and_a_broken_file_is_an_error(
 ) -> None:
     teams_dir = tmp_path / "teams"
     teams_dir.mkdir()
-    trips = load_registry()["travel"].model_copy(update={"name": "trips"})
+    trips = travel_team().model_copy(update={"name": "trips"})
     (teams_dir / "trips.json").write_text(trips.model_dump_json())
     cli_env.setenv("KEEL_TEAMS_DIR", str(teams_dir))
     code, out, _ = keel(capsys, "teams", "--json")

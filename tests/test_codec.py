@@ -17,8 +17,6 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
-from agentkeel.starters import cmd_codec
-from agentkeel.starters.cli import CliError
 from google.protobuf import json_format
 from pydantic import BaseModel
 from temporalio import activity, workflow
@@ -43,6 +41,8 @@ from agentkeel.codec import (
 from agentkeel.dev.codec_server import CodecServer
 from agentkeel.dev.devserver import find_free_port, is_listening
 from agentkeel.settings import Settings
+from agentkeel.starters import cmd_codec
+from agentkeel.starters.cli import CliError
 from agentkeel.temporal import connect
 
 TEMPORAL = Path(sys.executable).parent / "temporal"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from agentkeel.activities.ledger import Ledger
-from agentkeel.activities.travel import TravelTools
 from temporalio.worker import Worker
 
+from agentkeel.examples.travel.ledger import Ledger
+from agentkeel.examples.travel.tools import TravelTools
 from examples import custom_saga as example
 
 pytestmark = pytest.mark.unit

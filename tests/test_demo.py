@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentkeel.activities.ledger import Ledger, LedgerEntry
-from agentkeel.starters.cmd_demo import DEMO_GOAL, ran_as_asked
 
+from agentkeel.examples.travel.ledger import Ledger, LedgerEntry
 from agentkeel.search_attributes import SagaStatus
+from agentkeel.starters.cmd_demo import DEMO_GOAL, ran_as_asked
 
 KEEL = str(Path(sys.executable).parent / "keel")
 DEMO_TIMEOUT_S = 90.0

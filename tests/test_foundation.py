@@ -24,9 +24,6 @@ from temporalio import activity, workflow
 # The sandbox re-imports this module to validate the test workflow below; these are not workflow code.
 with workflow.unsafe.imports_passed_through():
     import httpx
-    from agentkeel.activities.registry import ActivitySet
-    from agentkeel.workers import metrics
-    from agentkeel.workers.worker import build_worker
 
     from agentkeel.contracts import ToolRequest
     from agentkeel.dev.devserver import DevServer, find_free_port, is_listening, is_serving
@@ -34,6 +31,8 @@ with workflow.unsafe.imports_passed_through():
     from agentkeel.search_attributes import cli_types
     from agentkeel.settings import ConfigError, load_settings
     from agentkeel.temporal import TemporalUnavailable, connect, connect_config, ui_url
+    from agentkeel.workers import metrics
+    from agentkeel.workers.worker import build_worker
 
 ROOT = Path(__file__).parent.parent
 BIN = Path(sys.executable).parent
@@ -360,8 +359,10 @@ async def test_activity_log_lines_carry_the_run_context(time_env, task_queue, wo
             time_env.client,
             worker_settings,
             task_queue,
-            ActivitySet(activities=[log_probe]),
+            activities=[log_probe],
             workflows=[LogWorkflow],
+            apps=[],
+            platform_activities=False,
         )
         async with worker:
             handle = await time_env.client.start_workflow(

@@ -8,13 +8,14 @@ import time
 from pathlib import Path
 
 import pytest
-from agentkeel.activities.ledger import Ledger
+
+from agentkeel.examples.travel.ledger import Ledger
 
 pytestmark = pytest.mark.unit
 
 _OPEN = """
 import sys, time
-from agentkeel.activities.ledger import Ledger
+from agentkeel.examples.travel.ledger import Ledger
 time.sleep(max(0.0, float(sys.argv[3]) - time.time()))  # all open at the same moment
 ledger = Ledger(sys.argv[1])
 ledger.record(f"key-{sys.argv[2]}", workflow_id="wf", action="book_flight", ref=f"ref-{sys.argv[2]}")

@@ -17,12 +17,20 @@ from datetime import timedelta
 from email.utils import format_datetime
 from typing import Any
 
-import agentkeel.activities.llm as llm_module
 import httpx
 import httpx2
 import openai
 import pybreaker
 import pytest
+from temporalio import workflow
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.testing import ActivityEnvironment
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+import agentkeel.activities.llm as llm_module
+from agentkeel import errors
 from agentkeel.activities.breakers import BreakerRegistry, ProviderBreaker
 from agentkeel.activities.llm import LLMActivities
 from agentkeel.activities.llm_config import LLMConfig
@@ -33,19 +41,11 @@ from agentkeel.activities.llm_errors import (
     retry_after_seconds,
     to_application_error,
 )
-from agentkeel.workflows.policies import LLM_HEARTBEAT, LLM_RETRY, LLM_START_TO_CLOSE
-from temporalio import workflow
-from temporalio.client import Client, WorkflowFailureError
-from temporalio.exceptions import ActivityError, ApplicationError
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.testing import ActivityEnvironment
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
-
-from agentkeel import errors
 from agentkeel.contracts import ChatMessage, LLMRequest, LLMResult, ToolSchema
 from agentkeel.names import CALL_LLM_ACTIVITY
 from agentkeel.settings import Settings
 from agentkeel.temporal import connect
+from agentkeel.workflows.policies import LLM_HEARTBEAT, LLM_RETRY, LLM_START_TO_CLOSE
 from benchmarks.llm_faults import run_fault_benchmark
 from tests.fixtures.llm import OfflineLLM, free_port
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from agentkeel.activities.llm_config import (
     ChainLink,
     LLMConfig,
     LLMConfigError,
     UnknownAliasError,
 )
-
 from agentkeel.settings import Settings
 
 pytestmark = pytest.mark.unit

@@ -49,9 +49,10 @@ def test_pip_install_adds_only_agentkeel_at_the_top_level(tmp_path: Path):
     top = {p.name for p in target.iterdir() if p.name != "bin"}
     assert top == {"agentkeel", "agentkeel-0.1.0.dist-info"}, top
     installed = target / "agentkeel"
-    for sub in ("workflows", "activities", "workers", "starters", "dev"):
+    for sub in ("workflows", "activities", "workers", "starters", "dev", "examples"):
         assert (installed / sub / "__init__.py").is_file(), sub
-    assert (installed / "teams" / "travel.yaml").is_file()
+    assert (installed / "examples" / "travel" / "team.yaml").is_file()
+    assert (installed / "examples" / "travel" / "scenario.yaml").is_file()
 
 
 def test_the_public_api_is_explicit():

@@ -19,9 +19,7 @@ import jsonschema
 import openai
 import pytest
 import yaml
-from agentkeel.starters.cmd_demo import DEMO_GOAL
 
-import agentkeel
 from agentkeel.dev.offline import FaultConfig, OfflineProvider, ProviderControlError, ScenarioError
 from agentkeel.dev.offline.faults import FaultState
 from agentkeel.dev.offline.scenarios import (
@@ -32,6 +30,9 @@ from agentkeel.dev.offline.scenarios import (
     load_scenarios,
     minimal_instance,
 )
+from agentkeel.examples.travel import SCENARIO_FILE as TRAVEL_SCENARIO
+from agentkeel.examples.travel import TEAM_FILE as TRAVEL_TEAM_FILE
+from agentkeel.starters.cmd_demo import DEMO_GOAL
 from tests.fixtures.llm import OfflineLLM, start_offline_llm, stop_offline_llm
 
 SYSTEM = {"role": "system", "content": "You are a helpful agent."}
@@ -210,7 +211,7 @@ rules:
     respond: {status: 503, message: scripted outage}
 """
     )
-    async with OfflineProvider(port=0, scenario_paths=[scenario], builtin_scenarios=False) as provider:
+    async with OfflineProvider(port=0, scenario_paths=[scenario]) as provider:
         system = {"role": "system", "content": "You review claims. agent: reviewer"}
         async with client(provider.base_url) as ai:
             first = await ai.chat.completions.create(model="scripted", messages=[system, user("claim 1")])
@@ -256,7 +257,7 @@ def _tool_turn(
 
 def _travel_answer(agent: str, goal: str, *turns: dict[str, Any]) -> Answer:
     body = {"model": "scripted", "messages": [SYSTEM, user(goal), *turns]}
-    return answer(load_scenarios(), body, header_agent=agent)
+    return answer(load_scenarios([TRAVEL_SCENARIO]), body, header_agent=agent)
 
 
 def _call(reply: Answer) -> tuple[str, dict[str, Any]]:
@@ -296,7 +297,7 @@ def test_travel_scenario_books_what_the_goal_asks(
     assert _call(_travel_answer("flights", goal)) == ("book_flight", flight)
     assert _call(_travel_answer("hotels", goal)) == ("book_hotel", hotel)
     # The booked tools' own schemas accept what was read from the goal.
-    team = yaml.safe_load((Path(agentkeel.__file__).parent / "teams" / "travel.yaml").read_text())
+    team = yaml.safe_load(TRAVEL_TEAM_FILE.read_text())
     schemas = {t["name"]: t["parameters"] for t in team["tools"]}
     jsonschema.validate(flight, schemas["book_flight"])
     jsonschema.validate(hotel, schemas["book_hotel"])

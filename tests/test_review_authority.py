@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentkeel.starters.reviewer import resolve_reviewer
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 
 from agentkeel import errors
@@ -16,6 +15,7 @@ from agentkeel.contracts import ReviewInput, ReviewOutcome, SagaStatusView, Tran
 from agentkeel.outcomes import saga_result
 from agentkeel.search_attributes import SagaStatus
 from agentkeel.signing import decision_message, generate_key_pair, load_private_key, sign, write_key_pair
+from agentkeel.starters.reviewer import resolve_reviewer
 from tests.saga_doubles import TRAVEL_SCRIPT, ScriptedLLM, saga_worker, start_saga, travel_with_review
 
 pytestmark = pytest.mark.unit

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from agentkeel.workflows.review import ReviewDesk
 from temporalio.common import RawValue
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from agentkeel.contracts import ReviewInput, ReviewOutcome, ReviewPolicy, ReviewRequest
 from agentkeel.names import APPROVE_SIGNAL, REJECT_SIGNAL, REVIEW_UPDATE
 from agentkeel.search_attributes import SagaStatus
+from agentkeel.workflows.review import ReviewDesk
 
 pytestmark = pytest.mark.unit
 

@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentkeel.activities.ledger import Ledger
-from agentkeel.starters.client import Keel, RunAlreadyExists
-from agentkeel.workers.worker import running_worker
 
+from agentkeel.examples.travel import team as travel_team
+from agentkeel.examples.travel.ledger import Ledger
 from agentkeel.search_attributes import SagaStatus
 from agentkeel.settings import Settings
 from agentkeel.signing import write_key_pair
-from agentkeel.teams import load_registry
+from agentkeel.starters.client import Keel, RunAlreadyExists
+from agentkeel.workers.worker import running_worker
 from tests.test_cli_runs import akeel, cli_env, server_env  # noqa: F401  (fixtures)
 from tests.test_starter_api import eventually, wait_for_review
 
@@ -110,7 +110,7 @@ async def test_signed_review_refuses_an_unsigned_keel_approve_and_takes_a_signed
 ) -> None:
     key_file = tmp_path / "ana.key"
     public = write_key_pair(key_file)
-    travel = load_registry()["travel"]
+    travel = travel_team()
     signed_team = travel.model_copy(
         update={"review": travel.review.model_copy(update={"reviewer_keys": [public]})}
     )

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentkeel.workflows.runbook import TRANSCRIPT_KEEP, RunBook, initial_state
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from agentkeel.contracts import (
@@ -23,6 +22,7 @@ from agentkeel.contracts import (
     StepRecord,
     TranscriptEntry,
 )
+from agentkeel.workflows.runbook import TRANSCRIPT_KEEP, RunBook, initial_state
 from tests.saga_doubles import travel_team
 
 pytestmark = pytest.mark.unit

@@ -7,10 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from agentkeel.workflows.agent_saga import AgentSagaWorkflow
-from agentkeel.workflows.registry import ALL_WORKFLOWS
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import CancelledError
 from temporalio.service import RPCError
 from temporalio.worker import Replayer
@@ -22,7 +19,9 @@ from agentkeel.contracts import (
     SagaStatusView,
 )
 from agentkeel.outcomes import saga_result
+from agentkeel.plugin import AgentkeelPlugin
 from agentkeel.search_attributes import SagaStatus
+from agentkeel.workflows.agent_saga import AgentSagaWorkflow
 from tests.saga_doubles import (
     TRAVEL_SCRIPT,
     ScriptedLLM,
@@ -352,7 +351,7 @@ async def test_continue_as_new_carries_the_saga(client, task_queue, tmp_path, mo
 
 async def test_replay_every_history():
     assert HISTORIES, "the tests above record their histories"
-    replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter)
+    replayer = Replayer(workflows=[], plugins=[AgentkeelPlugin(apps=[])])
     for history in HISTORIES:
         await replayer.replay_workflow(history)
 

@@ -18,6 +18,12 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+
+from agentkeel.contracts import SagaRequest, SagaStatusView
+from agentkeel.examples.travel import APP_REFERENCE as TRAVEL_APP
+from agentkeel.examples.travel import team as travel_team
+from agentkeel.search_attributes import SagaStatus
+from agentkeel.settings import Settings
 from agentkeel.starters.client import (
     SUMMARY_MAX,
     InvalidInput,
@@ -33,11 +39,6 @@ from agentkeel.starters.client import (
     parse_status,
 )
 from agentkeel.workers.worker import running_worker
-
-from agentkeel.contracts import SagaRequest, SagaStatusView
-from agentkeel.search_attributes import SagaStatus
-from agentkeel.settings import Settings
-from agentkeel.teams import load_registry
 
 GOAL = "Trip to Lisbon, Dec 10, 3 nights"
 T = TypeVar("T")
@@ -129,11 +130,11 @@ def test_summary_is_one_line_and_bounded() -> None:
 
 @pytest.mark.unit
 def test_resolve_team_by_name_spec_and_file(tmp_path: Path) -> None:
-    keel = Keel(settings=Settings(home=tmp_path))
+    keel = Keel(settings=Settings(home=tmp_path, apps=[TRAVEL_APP]))
     name, spec = keel.resolve_team("travel")
     assert name == "travel" and spec.entry == "planner"
     # A spec or a file is sent whole: the worker does not need to know it.
-    custom = load_registry()["travel"].model_copy(update={"name": "trips"})
+    custom = travel_team().model_copy(update={"name": "trips"})
     assert keel.resolve_team(custom) == (None, custom)
     path = tmp_path / "trips.yaml"
     path.write_text(yaml.safe_dump(custom.model_dump(mode="json")))
@@ -144,7 +145,7 @@ def test_resolve_team_by_name_spec_and_file(tmp_path: Path) -> None:
 
 @pytest.mark.unit
 def test_unknown_team_names_the_registered_ones(tmp_path: Path) -> None:
-    keel = Keel(settings=Settings(home=tmp_path))
+    keel = Keel(settings=Settings(home=tmp_path, apps=[TRAVEL_APP]))
     with pytest.raises(TeamNotFound, match=r"unknown team 'travle' \(registered teams: .*travel"):
         keel.resolve_team("travle")
 
@@ -153,7 +154,7 @@ def test_unknown_team_names_the_registered_ones(tmp_path: Path) -> None:
 def test_bad_team_file_is_invalid_input(tmp_path: Path) -> None:
     path = tmp_path / "team.yaml"
     path.write_text("name: t\nentry: ghost\nagents:\n  - name: a\n    instructions: hi\n    handoffs: [b]\n")
-    keel = Keel(settings=Settings(home=tmp_path))
+    keel = Keel(settings=Settings(home=tmp_path, apps=[TRAVEL_APP]))
     with pytest.raises(InvalidInput) as err:
         keel.resolve_team(path)
     message = str(err.value)
@@ -165,7 +166,9 @@ def test_bad_team_file_is_invalid_input(tmp_path: Path) -> None:
 
 @pytest.mark.unit
 async def test_start_validates_before_touching_the_server(tmp_path: Path) -> None:
-    keel = Keel(settings=Settings(home=tmp_path))  # not connected: any network use would raise
+    keel = Keel(
+        settings=Settings(home=tmp_path, apps=[TRAVEL_APP])
+    )  # not connected: any network use would raise
     with pytest.raises(InvalidInput, match="goal"):
         await keel.start("travel", "")
     with pytest.raises(TeamNotFound):

@@ -20,20 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agentkeel.activities.ledger import Ledger
-from agentkeel.workers.worker import running_worker
-from agentkeel.workflows.registry import ALL_WORKFLOWS
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 from temporalio.worker import Replayer
 
 from agentkeel import search_attributes as sa
-from agentkeel.codec import build_data_converter
 from agentkeel.contracts import ReviewInput, ReviewOutcome, SagaRequest, SagaResult, SagaStatusView
+from agentkeel.examples.travel.ledger import Ledger
 from agentkeel.names import AGENT_SAGA_WORKFLOW
 from agentkeel.outcomes import saga_result
+from agentkeel.plugin import AgentkeelPlugin
 from agentkeel.search_attributes import SagaStatus
+from agentkeel.workers.worker import running_worker
 
 pytestmark = pytest.mark.integration
 
@@ -176,7 +175,7 @@ async def test_travel_rejected_compensates_in_reverse(dev_server, travel_setting
 
 async def test_replay_integration_histories():
     assert RECORDED, "the integration tests above record their histories"
-    replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=build_data_converter())
+    replayer = Replayer(workflows=[], plugins=[AgentkeelPlugin(apps=[])])
     for history in RECORDED:
         await replayer.replay_workflow(history)
 
@@ -192,7 +191,7 @@ async def test_replay_checked_in_histories():
         "v2_travel_approved",
         "v2_travel_rejected",
     }
-    replayer = Replayer(workflows=ALL_WORKFLOWS, data_converter=build_data_converter())
+    replayer = Replayer(workflows=[], plugins=[AgentkeelPlugin(apps=[])])
     for path in files:
         from temporalio.client import WorkflowHistory
 

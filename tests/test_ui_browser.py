@@ -39,15 +39,15 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 import pytest_asyncio
-from agentkeel.starters.client import Keel, KeelError, RunHandle
-from agentkeel.workers.worker import running_worker
 from temporalio.client import Client
 
 from agentkeel.contracts import SagaResult
 from agentkeel.dev.devserver import DevServer
 from agentkeel.search_attributes import SagaStatus
 from agentkeel.settings import Settings
+from agentkeel.starters.client import Keel, KeelError, RunHandle
 from agentkeel.temporal import connect
+from agentkeel.workers.worker import running_worker
 from tests.fixtures.temporal import DevServerHandle
 
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser")

@@ -14,7 +14,6 @@ workflow's ids as extras, which `agentkeel.logs` flattens into fields.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 import structlog
@@ -24,6 +23,8 @@ from temporalio.worker import (
     ExecuteActivityInput,
     Interceptor,
 )
+
+from agentkeel.activities.heartbeat import heartbeating
 
 
 def activity_log_context(info: activity.Info, args: tuple[Any, ...] | list[Any]) -> dict[str, Any]:
@@ -58,15 +59,6 @@ AUTO_HEARTBEAT_MAX_S = 2.0
 """Longest gap between the automatic heartbeats of an activity that has a heartbeat timeout."""
 
 
-async def _heartbeat_every(seconds: float) -> None:
-    # Sleep first: the SDK sends an activity's first heartbeat to the server at once (a persisted
-    # write), and an activity that ends within `seconds` needs none, since the server's heartbeat
-    # timer already runs from the activity's start.
-    while True:
-        await asyncio.sleep(seconds)
-        activity.heartbeat()
-
-
 class _ContextActivityInbound(ActivityInboundInterceptor):
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         info = activity.info()
@@ -78,15 +70,8 @@ class _ContextActivityInbound(ActivityInboundInterceptor):
             # Heartbeat for the activity while it runs: a worker that dies is then noticed
             # within the heartbeat timeout, and a retry is scheduled at once instead of
             # after the whole start-to-close timeout. Activities need not heartbeat themselves.
-            beat = asyncio.create_task(
-                _heartbeat_every(min(AUTO_HEARTBEAT_MAX_S, timeout.total_seconds() / 3))
-            )
-            try:
+            async with heartbeating(min(AUTO_HEARTBEAT_MAX_S, timeout.total_seconds() / 3)):
                 return await self.next.execute_activity(input)
-            finally:
-                beat.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await beat
 
 
 class ContextInterceptor(Interceptor):

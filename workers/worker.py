@@ -13,107 +13,88 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
-from agentkeel.activities.registry import ActivitySet, build_activities
-from agentkeel.workers import metrics
-from agentkeel.workers.interceptors import ContextInterceptor
-from agentkeel.workflows.registry import ALL_WORKFLOWS
 from temporalio.client import Client
 from temporalio.worker import Interceptor, Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from agentkeel.logs import get_logger
 from agentkeel.settings import Settings
 from agentkeel.temporal import connect
+from agentkeel.workers import metrics
+
+if TYPE_CHECKING:
+    from agentkeel.app import App
 
 GRACEFUL_SHUTDOWN_TIMEOUT = timedelta(seconds=15)
 """On SIGTERM, running activities get this long to finish before they are cancelled."""
 
-PASSTHROUGH_MODULES: tuple[str, ...] = (
-    "pydantic",
-    "pydantic_core",
-    "annotated_types",
-    "structlog",
-    "yaml",
-    "jsonschema",
-    "cryptography",
-    # The platform's deterministic, side-effect-free core: contracts and names. Not `agentkeel`
-    # as a whole: the workflows' own modules (`agentkeel.workflows.*`) run inside the sandbox.
-    "agentkeel.contracts",
-    "agentkeel.errors",
-    "agentkeel.names",
-    "agentkeel.schemas",
-    "agentkeel.search_attributes",
-    "agentkeel.signing",
-)
-"""Deterministic modules imported once, outside the sandbox, instead of once per workflow run."""
-
 log = get_logger(__name__)
-
-
-def workflow_runner() -> SandboxedWorkflowRunner:
-    """The sandboxed runner with the platform's pass-through modules."""
-    return SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
-    )
 
 
 def build_worker(
     client: Client,
     settings: Settings,
     task_queue: str | None = None,
-    activity_set: ActivitySet | None = None,
     *,
-    workflows: Sequence[type] | None = None,
+    apps: Sequence[App | str] | None = None,
+    activities: Sequence[Callable[..., Any]] = (),
+    workflows: Sequence[type] = (),
     interceptors: Sequence[Interceptor] = (),
+    platform_activities: bool = True,
 ) -> Worker:
-    """A worker registering every workflow and activity of the platform.
+    """A worker configured by `AgentkeelPlugin`: the platform's workflows and activities plus the apps'.
 
     Args:
         client: A connected client (see `agentkeel.temporal.connect`).
-        settings: Process settings (task queue, concurrency limits).
+        settings: Process settings (task queue, concurrency limits, apps).
         task_queue: Overrides `settings.task_queue`.
-        activity_set: The activities to register; default `build_activities(settings)`. Pass your own
-            to close it (`await activity_set.aclose()`) after the worker stops.
-        workflows: Overrides `agentkeel.workflows.registry.ALL_WORKFLOWS` (tests).
-        interceptors: Extra worker interceptors, after the log-context one.
+        apps: Apps to register; default `settings.apps`.
+        activities: Activities registered before the plugin's; one with the same name as a
+            platform activity replaces it (test doubles).
+        workflows: More workflows (the platform's are always registered).
+        interceptors: Extra worker interceptors.
+        platform_activities: Register `call_llm` and `resolve_team`.
     """
-    activity_set = activity_set if activity_set is not None else build_activities(settings)
+    from agentkeel.plugin import AgentkeelPlugin  # the plugin builds on this module's runner
+
+    plugin = AgentkeelPlugin(settings=settings, apps=apps, platform_activities=platform_activities)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=list(ALL_WORKFLOWS if workflows is None else workflows),
-        activities=list(activity_set.activities),
-        interceptors=[ContextInterceptor(), *interceptors],
-        workflow_runner=workflow_runner(),
+        workflows=list(workflows),
+        activities=list(activities),
+        interceptors=list(interceptors),
         max_concurrent_activities=settings.max_concurrent_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN_TIMEOUT,
+        plugins=[plugin],
     )
 
 
 @contextlib.asynccontextmanager
 async def running_worker(
-    client: Client, settings: Settings, task_queue: str | None = None
+    client: Client,
+    settings: Settings,
+    task_queue: str | None = None,
+    *,
+    apps: Sequence[App | str] | None = None,
 ) -> AsyncIterator[Worker]:
     """Run the platform's worker in this process for the duration of a `with` block.
 
-    For scripts, tests and `keel demo`: the activities are built from `settings` and closed
-    (HTTP pools, ledger) after the worker has stopped.
+    For scripts, tests and `keel demo`: the activities are opened by the plugin and closed
+    (HTTP pools, the apps' databases) after the worker has stopped.
 
     Args:
         client: A connected client (see `agentkeel.temporal.connect`).
         settings: Process settings.
         task_queue: Overrides `settings.task_queue`.
+        apps: Apps to register; default `settings.apps`.
     """
-    activity_set = build_activities(settings)
-    try:
-        async with build_worker(client, settings, task_queue, activity_set) as worker:
-            yield worker
-    finally:
-        await activity_set.aclose()
+    async with build_worker(client, settings, task_queue, apps=apps) as worker:
+        yield worker
 
 
 async def run_worker(
@@ -122,6 +103,7 @@ async def run_worker(
     metrics_bind: str | None = None,
     *,
     stop: asyncio.Event | None = None,
+    apps: Sequence[App | str] | None = None,
 ) -> None:
     """Connect, run the platform's worker until SIGTERM/SIGINT (or `stop` is set), then shut down gracefully.
 
@@ -130,6 +112,7 @@ async def run_worker(
         task_queue: Overrides `settings.task_queue`.
         metrics_bind: `HOST:PORT` to serve Prometheus metrics on (`/metrics`).
         stop: Set it to stop the worker (tests); signals set it too.
+        apps: Apps to register; default `settings.apps`.
 
     Raises:
         agentkeel.temporal.TemporalUnavailable: the server cannot be reached.
@@ -145,17 +128,18 @@ async def run_worker(
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
 
-    activity_set = build_activities(settings)
     try:
         queue = task_queue or settings.task_queue
-        worker = build_worker(client, settings, queue, activity_set)
+        worker = build_worker(client, settings, queue, apps=apps)
+        config = worker.config(active_config=True)
         log.info(
             "worker started",
             address=client.service_client.config.target_host,
             namespace=client.namespace,
             task_queue=queue,
-            workflows=len(ALL_WORKFLOWS),
-            activities=len(activity_set.activities),
+            workflows=len(config.get("workflows") or []),
+            activities=len(config.get("activities") or []),
+            apps=[getattr(app, "name", app) for app in (settings.apps if apps is None else apps)],
             metrics=f"http://{metrics_bind}/metrics" if metrics_bind else None,
         )
         run_task = asyncio.create_task(worker.run(), name="keel-worker")
@@ -173,4 +157,3 @@ async def run_worker(
     finally:
         for sig in installed:
             loop.remove_signal_handler(sig)
-        await activity_set.aclose()

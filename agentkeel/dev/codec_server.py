@@ -41,10 +41,11 @@ from temporalio.converter import PayloadCodec
 
 from agentkeel.codec import CodecError
 from agentkeel.logs import get_logger
+from agentkeel.names import CODEC_PORT, UI_PORT
 
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8888
-DEFAULT_CORS_ORIGINS: tuple[str, ...] = ("http://localhost:8233", "http://127.0.0.1:8233")
+DEFAULT_PORT = CODEC_PORT
+DEFAULT_CORS_ORIGINS: tuple[str, ...] = (f"http://localhost:{UI_PORT}", f"http://127.0.0.1:{UI_PORT}")
 """The dev server's Web UI, under both names a browser may use for it."""
 MAX_BODY = 32 * 1024 * 1024
 """Largest request body accepted (the UI batches a page of payloads; each is at most a few MB)."""

@@ -26,6 +26,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from agentkeel.names import FRONTEND_PORT, UI_PORT
 from agentkeel.search_attributes import start_dev_flags
 
 FAST_DYNAMIC_CONFIG: dict[str, str] = {
@@ -33,8 +34,8 @@ FAST_DYNAMIC_CONFIG: dict[str, str] = {
     "history.transferProcessorMaxPollRPS": "10000",
 }
 SQLITE_PRAGMAS: dict[str, str] = {"journal_mode": "wal", "synchronous": "normal"}
-DEFAULT_PORT = 7233
-DEFAULT_UI_PORT = 8233
+DEFAULT_PORT = FRONTEND_PORT
+DEFAULT_UI_PORT = UI_PORT
 DEFAULT_IP = "127.0.0.1"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0

@@ -10,13 +10,18 @@ its history.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import ValidationError
 
 from agentkeel.contracts import TeamSpec
+from agentkeel.validation import format_validation_error
+
+if TYPE_CHECKING:
+    from agentkeel.app import App
 
 BUILTIN_DIR = Path(__file__).parent
 TEAM_SUFFIXES = (".yaml", ".yml", ".json")
@@ -24,16 +29,6 @@ TEAM_SUFFIXES = (".yaml", ".yml", ".json")
 
 class TeamFileError(ValueError):
     """A team file cannot be read or does not describe a valid team."""
-
-
-def format_validation_error(exc: ValidationError) -> str:
-    """One line per problem, each prefixed by where in the document it is."""
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(parts)
 
 
 def parse_team(data: Any, source: str = "team") -> TeamSpec:
@@ -88,17 +83,27 @@ def _team_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix in TEAM_SUFFIXES) if folder.is_dir() else []
 
 
-def load_registry(teams_dir: Path | None = None) -> dict[str, TeamSpec]:
-    """Every registered team by name: the built-in ones, then those in `teams_dir` (which may override).
+def load_registry(teams_dir: Path | None = None, apps: Sequence[App | str] = ()) -> dict[str, TeamSpec]:
+    """Every registered team by name: the built-in ones, the apps' teams, then those in `teams_dir`
+    (later ones override earlier ones of the same name).
 
     Raises:
-        TeamFileError: a file in either folder is invalid; a broken file is never skipped silently.
+        TeamFileError: a team file is invalid, or an app cannot be loaded; a broken file is never
+            skipped silently.
     """
+    from agentkeel.app import AppError, resolve_apps
+
     teams: dict[str, TeamSpec] = {}
-    for folder in (BUILTIN_DIR, teams_dir):
-        if folder is None:
-            continue
-        for path in _team_files(Path(folder)):
+    for path in _team_files(BUILTIN_DIR):
+        spec = load_team_file(path)
+        teams[spec.name] = spec
+    try:
+        for app in resolve_apps(apps):
+            teams.update(app.team_specs())
+    except AppError as exc:
+        raise TeamFileError(str(exc)) from None
+    if teams_dir is not None:
+        for path in _team_files(Path(teams_dir)):
             spec = load_team_file(path)
             teams[spec.name] = spec
     return teams

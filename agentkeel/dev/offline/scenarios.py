@@ -87,8 +87,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-BUILTIN_DIR = Path(__file__).resolve().parents[2] / "scenarios"
-"""Folder of the scenarios every provider loads (`agentkeel/scenarios/`)."""
+from agentkeel.validation import format_validation_error
 
 DEFAULT_TEXT_CHARS = 80
 """How much of the last user/tool message the default text answer quotes."""
@@ -336,18 +335,13 @@ def load_scenario(path: Path) -> Scenario:
     try:
         return Scenario.model_validate({**data, "source": str(path)})
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, err['loc'])) or '(top)'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ScenarioError(f"scenario {path}: {problems}") from None
+        raise ScenarioError(f"scenario {path}: {format_validation_error(exc, top='(top)')}") from None
 
 
-def scenario_files(paths: Iterable[Path | str] = (), builtin: bool = True) -> list[Path]:
-    """The files to load: the given paths (a folder means its `*.yaml`/`*.yml`/`*.json`), then built-ins."""
+def scenario_files(paths: Iterable[Path | str] = ()) -> list[Path]:
+    """The files to load: the given paths, in order (a folder means its `*.yaml`/`*.yml`/`*.json`)."""
     files: list[Path] = []
     folders = [Path(p) for p in paths]
-    if builtin and BUILTIN_DIR.is_dir():
-        folders.append(BUILTIN_DIR)
     for entry in folders:
         if entry.is_dir():
             files.extend(sorted(p for p in entry.iterdir() if p.suffix in (".yaml", ".yml", ".json")))
@@ -363,13 +357,13 @@ def scenario_files(paths: Iterable[Path | str] = (), builtin: bool = True) -> li
     return unique
 
 
-def load_scenarios(paths: Iterable[Path | str] = (), builtin: bool = True) -> list[Scenario]:
+def load_scenarios(paths: Iterable[Path | str] = ()) -> list[Scenario]:
     """Load every scenario, in matching order.
 
     Raises:
         ScenarioError: for the first invalid or missing file.
     """
-    return [load_scenario(p) for p in scenario_files(paths, builtin)]
+    return [load_scenario(p) for p in scenario_files(paths)]
 
 
 # --------------------------------------------------------------------------- matching

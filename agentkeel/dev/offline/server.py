@@ -42,7 +42,8 @@ from agentkeel.dev.offline.http11 import DROP, HANG, Action, Connection, Listene
 from agentkeel.dev.offline.journal import Journal, JournalEntry, Outcome
 from agentkeel.dev.offline.scenarios import ChatContext, Scenario, answer, load_scenarios, prompt_text
 from agentkeel.logs import get_logger
-from agentkeel.names import AGENT_HEADER
+from agentkeel.names import AGENT_HEADER, OFFLINE_LLM_PORT
+from agentkeel.validation import format_validation_error
 
 log = get_logger(__name__)
 
@@ -80,9 +81,8 @@ class OfflineProvider:
         port: API port (0 picks a free one; `port` holds the real one after `start`).
         control_port: Optional second port serving only `/_control/*`, which stays up while the
             API port refuses connections (0 picks a free one; None: no control port).
-        scenario_paths: Scenario files or folders, matched before the built-in scenarios.
+        scenario_paths: Scenario files or folders, matched in order (an app's `scenarios`).
         faults: Initial faults (a `FaultConfig` or its fields as a dict).
-        builtin_scenarios: Also load `agentkeel/scenarios/`.
 
     Raises:
         ScenarioError: a scenario file is missing or invalid (at construction, so startup fails).
@@ -91,15 +91,14 @@ class OfflineProvider:
     def __init__(
         self,
         host: str = "127.0.0.1",
-        port: int = 8900,
+        port: int = OFFLINE_LLM_PORT,
         *,
         control_port: int | None = None,
         scenario_paths: Iterable[Path | str] = (),
         faults: FaultConfig | Mapping[str, Any] | None = None,
-        builtin_scenarios: bool = True,
     ) -> None:
         self.host = host
-        self.scenarios: list[Scenario] = load_scenarios(scenario_paths, builtin=builtin_scenarios)
+        self.scenarios: list[Scenario] = load_scenarios(scenario_paths)
         config = faults if isinstance(faults, FaultConfig) else FaultConfig.model_validate(dict(faults or {}))
         self.faults = FaultState(config)
         self.journal_store = Journal()
@@ -256,7 +255,9 @@ class OfflineProvider:
                     [{"name": s.name, "source": s.source, "rules": len(s.rules)} for s in self.scenarios],
                 )
         except (ValidationError, ValueError) as exc:
-            message = _validation_message(exc) if isinstance(exc, ValidationError) else str(exc)
+            message = (
+                format_validation_error(exc, top="(body)") if isinstance(exc, ValidationError) else str(exc)
+            )
             return Response.json(400, error_payload(400, message, "invalid_faults"))
         return Response.json(404, error_payload(404, f"No control endpoint {method} {path}", "not_found"))
 
@@ -406,10 +407,6 @@ def _agent_of(headers: Mapping[str, str], body: Any) -> str | None:
     if isinstance(body, dict) and isinstance(body.get("messages"), list):
         return ChatContext.from_request(body).agent
     return None
-
-
-def _validation_message(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(body)'}: {e['msg']}" for e in exc.errors())
 
 
 def _validate_chat(body: Any) -> tuple[str, str] | None:

@@ -16,12 +16,12 @@ import asyncio
 import hashlib
 from typing import Any
 
-from agentkeel.activities.ledger import Ledger, LedgerEntry
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from agentkeel import errors
 from agentkeel.contracts import CompensationRequest, ToolRequest, ToolResult
+from agentkeel.examples.travel.ledger import Ledger, LedgerEntry
 
 
 def _ref(prefix: str, key: str) -> str:

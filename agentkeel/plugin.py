@@ -1,0 +1,188 @@
+"""`AgentkeelPlugin`: the one object that configures a client, a worker or a Replayer for agentkeel.
+
+Built on `temporalio.plugin.SimplePlugin`, as Temporal's own integrations are::
+
+    client = await Client.connect("localhost:7233", plugins=[AgentkeelPlugin()])   # starters
+    worker = Worker(client, task_queue="agentkeel")       # inherits the client's plugin
+    replayer = Replayer(workflows=[], plugins=[AgentkeelPlugin()])
+
+It brings the pydantic data converter with the platform's codec (compression,
+encryption with `KEEL_ENCRYPTION_KEY`), the log-context and heartbeat
+interceptor, the workflow sandbox with its pass-through list, the platform's
+workflows and activities (`call_llm`, `resolve_team`), and the tools and teams
+of the apps handed to it. Nothing else needs copying into a user's worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from temporalio.contrib.pydantic import PydanticPayloadConverter
+from temporalio.plugin import SimplePlugin
+from temporalio.worker import WorkerConfig
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from agentkeel.app import ActivitySet, App, resolve_apps
+from agentkeel.contracts import TeamSpec
+from agentkeel.settings import Settings, load_settings
+
+PLUGIN_NAME = "agentkeel.AgentkeelPlugin"
+
+PASSTHROUGH_MODULES: tuple[str, ...] = (
+    "pydantic",
+    "pydantic_core",
+    "annotated_types",
+    "structlog",
+    "yaml",
+    "jsonschema",
+    "cryptography",
+    # The platform's deterministic, side-effect-free core: contracts and names. Not `agentkeel`
+    # as a whole: the workflows' own modules (`agentkeel.workflows.*`) run inside the sandbox.
+    "agentkeel.contracts",
+    "agentkeel.errors",
+    "agentkeel.names",
+    "agentkeel.schemas",
+    "agentkeel.search_attributes",
+    "agentkeel.signing",
+)
+"""Deterministic modules imported once, outside the sandbox, instead of once per workflow run."""
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The sandboxed runner with the platform's pass-through modules."""
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
+    )
+
+
+def _activity_name(fn: Callable[..., Any]) -> str:
+    defn = getattr(fn, "__temporal_activity_definition", None)
+    return str(getattr(defn, "name", None) or getattr(fn, "__name__", repr(fn)))
+
+
+def _workflow_name(cls: type) -> str:
+    defn = getattr(cls, "__temporal_workflow_definition", None)
+    return str(getattr(defn, "name", None) or cls.__name__)
+
+
+def _merge(existing: Sequence[Any] | None, extra: Sequence[Any], name: Callable[[Any], str]) -> list[Any]:
+    """`existing` then `extra`, one per name: what the caller registered wins (a test double, an
+    override), and a second AgentkeelPlugin (on the client and on the worker) adds nothing twice."""
+    merged = list(existing or [])
+    seen = {name(item) for item in merged}
+    for item in extra:
+        if name(item) not in seen:
+            merged.append(item)
+            seen.add(name(item))
+    return merged
+
+
+class AgentkeelPlugin(SimplePlugin):
+    """Configures clients, workers and Replayers for agentkeel.
+
+    Args:
+        settings: Platform settings (LLM providers, teams folder, ledger...); default `load_settings()`.
+        apps: `App`s or `MODULE[:ATTR]` references whose tools and teams the worker registers;
+            default the `apps` of the settings (`keel.toml`, `KEEL_APPS`).
+        activities: More activity callables to register.
+        teams: More teams to register by name (`TeamSpec`s or team file paths).
+        platform_activities: Register `call_llm` and `resolve_team` (False for tests that bring
+            doubles of both, or workers that only run tools).
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings | None = None,
+        apps: Sequence[App | str] | None = None,
+        activities: Sequence[Callable[..., Any]] = (),
+        teams: Sequence[TeamSpec | str | Path] = (),
+        platform_activities: bool = True,
+    ) -> None:
+        from agentkeel.codec import build_data_converter
+        from agentkeel.workers.interceptors import ContextInterceptor
+        from agentkeel.workflows.registry import ALL_WORKFLOWS
+
+        self.settings = settings or load_settings()
+        self.apps = resolve_apps(self.settings.apps if apps is None else apps)
+        extra = App(name="plugin", teams=list(teams), activities=list(activities))
+        if extra.teams or extra.activities:
+            self.apps.append(extra)
+        self.platform_activities = platform_activities
+        self._open: list[ActivitySet] = []
+        super().__init__(
+            PLUGIN_NAME,
+            data_converter=build_data_converter(self.settings),
+            interceptors=[ContextInterceptor()],
+            workflows=list(ALL_WORKFLOWS),
+            workflow_runner=workflow_runner(),
+            run_context=self._run_context,
+        )
+
+    def teams(self) -> dict[str, TeamSpec]:
+        """Every team this plugin registers: the settings' registry, then the apps' teams."""
+        from agentkeel.teams import load_registry
+
+        return load_registry(self.settings.teams_dir, self.apps)
+
+    def build_activities(self) -> ActivitySet:
+        """Open the platform's and the apps' activities for one worker (closed after it stops)."""
+        from agentkeel.activities.teams import TeamActivities
+
+        built = ActivitySet()
+        if self.platform_activities:
+            from agentkeel.activities.llm import LLMActivities
+            from agentkeel.activities.llm_config import LLMConfig
+
+            llm = LLMActivities(LLMConfig.load(self.settings))
+            teams = TeamActivities(self.settings.teams_dir, apps=self.apps)
+            built.activities += [llm.call_llm, teams.resolve_team]
+            built.closers.append(llm.aclose)
+        for app in self.apps:
+            part = app.build_activities(self.settings)
+            built.activities += part.activities
+            built.closers += part.closers
+        return built
+
+    def configure_worker(self, config: WorkerConfig) -> WorkerConfig:
+        """Add the platform's workflows, activities, interceptor and sandbox to a worker.
+
+        Raises:
+            ValueError: the worker's client does not use the platform's data converter (a worker
+                uses its client's converter, which a worker plugin cannot change).
+        """
+        client = config.get("client")
+        if client is not None:
+            converter_class = client.data_converter.payload_converter_class
+            if not issubclass(converter_class, PydanticPayloadConverter):
+                raise ValueError(
+                    "the worker's client does not use agentkeel's data converter: connect it with "
+                    "Client.connect(..., plugins=[AgentkeelPlugin()]) and build the worker from it"
+                )
+        existing_workflows = config.get("workflows")
+        existing_activities = config.get("activities")
+        config = super().configure_worker({**config, "workflows": [], "activities": []})
+        config["workflows"] = _merge(existing_workflows, config.get("workflows") or [], _workflow_name)
+        config["interceptors"] = _merge([], config.get("interceptors") or [], lambda i: type(i).__qualname__)
+        built = self.build_activities()
+        self._open.append(built)
+        config["activities"] = _merge(existing_activities, built.activities, _activity_name)
+        # Sync tools run on this pool; async ones on the event loop.
+        if config.get("activity_executor") is None:
+            import concurrent.futures
+
+            config["activity_executor"] = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.settings.max_concurrent_activities
+            )
+        return config
+
+    @asynccontextmanager
+    async def _run_context(self) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            while self._open:
+                await self._open.pop().aclose()

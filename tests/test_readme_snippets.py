@@ -1,0 +1,91 @@
+"""The README's worker and starter snippets, run as written against a real dev server."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentkeel.search_attributes import SagaStatus
+
+pytestmark = pytest.mark.integration
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def snippet(after: str) -> str:
+    """The first ```python block after the line starting with `after`."""
+    text = README.read_text()
+    start = text.index(after)
+    match = re.search(r"```python\n(.*?)```", text[start:], re.S)
+    assert match, f"no python block after {after!r}"
+    return match.group(1)
+
+
+def load(code: str, address: str, task_queue: str) -> dict[str, Any]:
+    """Execute a snippet's definitions (not its `asyncio.run`), pointed at this test's server and queue."""
+    code = code.replace("localhost:7233", address).replace(
+        'task_queue="agentkeel"', f'task_queue="{task_queue}"'
+    )
+    assert "asyncio.run(main())" in code
+    namespace: dict[str, Any] = {"__name__": "readme_snippet"}
+    exec(compile(code.replace("asyncio.run(main())", ""), "README.md", "exec"), namespace)  # noqa: S102
+    return namespace
+
+
+async def test_the_readme_worker_and_starter_run_a_travel_saga(
+    dev_server: Any,
+    offline_llm: Any,
+    task_queue: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KEEL_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KEEL_LLM_PORT", str(offline_llm.port))
+    monkeypatch.setenv("KEEL_TASK_QUEUE", task_queue)
+    worker = load(snippet("A worker (your tools"), dev_server.address, task_queue)
+    starter = load(snippet("A starter (a script"), dev_server.address, task_queue)
+    running = asyncio.create_task(worker["main"]())
+    try:
+        await asyncio.wait_for(starter["main"](), 60)
+    finally:
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+    assert capsys.readouterr().out.strip().endswith(SagaStatus.COMPLETED.value)
+
+
+async def test_a_worker_plugin_on_a_plugin_client_registers_each_activity_once(
+    dev_server: Any, task_queue: str
+):
+    from temporalio.client import Client
+    from temporalio.worker import Worker
+
+    from agentkeel import AgentkeelPlugin
+
+    client = await Client.connect(dev_server.address, plugins=[AgentkeelPlugin(apps=[])])
+    with pytest.warns(UserWarning, match="same plugin type"):
+        worker = Worker(
+            client, task_queue=task_queue, plugins=[AgentkeelPlugin(apps=["agentkeel.examples.travel"])]
+        )
+    names = [a.__temporal_activity_definition.name for a in worker.config(active_config=True)["activities"]]
+    assert len(names) == len(set(names))
+    assert {"call_llm", "resolve_team", "book_flight", "charge_card"} <= set(names)
+    workflows = worker.config(active_config=True)["workflows"]
+    assert len(workflows) == len({w.__name__ for w in workflows})
+
+
+async def test_a_worker_on_a_client_without_the_converter_is_refused(dev_server: Any, task_queue: str):
+    from temporalio.client import Client
+    from temporalio.worker import Worker
+
+    from agentkeel import AgentkeelPlugin
+
+    plain = await Client.connect(dev_server.address)
+    with pytest.raises(ValueError, match="does not use agentkeel's data converter"):
+        Worker(plain, task_queue=task_queue, plugins=[AgentkeelPlugin()])
