@@ -371,12 +371,23 @@ class PendingCompensation(_Model):
     request: CompensationRequest
 
 
-class SagaCheckpoint(_Model):
-    """What a run carries across continue-as-new: everything but the (compacted) history."""
+SAGA_CHECKPOINT_RETIRED = frozenset({"pending_review", "pending_tool_call", "review_deadline"})
+"""Fields earlier versions declared (never written) and may have put in continue-as-new inputs."""
 
-    team: TeamSpec
-    correlation_id: str
-    active_agent: str
+
+class SagaCheckpoint(_Model):
+    """The state of a saga run: what the workflow changes as it goes and continue-as-new carries.
+
+    The workflow holds one instance for the run and hands that same model (its conversation
+    compacted) to the next run, so no field can be carried on one side and forgotten on the
+    other. Every field has a default, so inputs recorded by earlier versions still decode;
+    fields retired since (`SAGA_CHECKPOINT_RETIRED`) are dropped when decoding.
+    """
+
+    team: TeamSpec | None = None
+    """The team, once resolved (a run started by `team_name` resolves it first)."""
+    correlation_id: str = ""
+    active_agent: str = ""
     step: int = 0
     turns: int = 0
     handoffs: int = 0
@@ -384,22 +395,28 @@ class SagaCheckpoint(_Model):
     tokens: int = 0
     cost_usd: float = 0.0
     budget_extensions: int = 0
+    """Extra budgets' worth granted by reviewers (each approved budget review is one)."""
     messages: list[ChatMessage] = Field(default_factory=list)
     compensations: list[PendingCompensation] = Field(default_factory=list)
+    """Compensations registered and not yet run, oldest first (written at continue-as-new)."""
     steps: list[StepRecord] = Field(default_factory=list)
     reviews: list[ReviewRecord] = Field(default_factory=list)
     transcript: list[TranscriptEntry] = Field(default_factory=list)
     rejected_signals: list[RejectedSignal] = Field(default_factory=list)
     visits: list[str] = Field(default_factory=list)
-    pending_review: ReviewRequest | None = None
-    pending_tool_call: ToolCall | None = None
-    """The tool call the pending review is about, replayed after the continue-as-new."""
-    review_deadline: datetime | None = None
+    """Agents visited since the last tool call, for ping-pong detection."""
     escalated: bool = False
     runs: int = 1
     """How many runs (continue-as-new generations) this saga has had."""
     key_scope: str | None = None
     """Prefix of the run's idempotency keys, kept so keys stay stable across continue-as-new."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_retired(cls, data: Any) -> Any:
+        if isinstance(data, dict) and SAGA_CHECKPOINT_RETIRED & data.keys():
+            return {k: v for k, v in data.items() if k not in SAGA_CHECKPOINT_RETIRED}
+        return data
 
 
 class SagaRequest(_Model):

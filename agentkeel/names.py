@@ -1,6 +1,9 @@
-"""Names shared by workers, starters and tests: task queues, workflow and activity names.
+"""Names shared by workers, starters and tests: task queues, workflow, message and activity names.
 
-Workflow and activity names are part of recorded histories: never rename one.
+The one wire contract: the workflow's decorators, its activity calls, the client and
+the tests all use these constants. Workflow, update, signal, query and activity names
+are part of recorded histories and of what users type into the stock `temporal` CLI:
+never rename one.
 """
 
 from __future__ import annotations
@@ -13,6 +16,17 @@ NAMESPACE_DEFAULT = "default"
 AGENT_SAGA_WORKFLOW = "AgentSagaWorkflow"
 CALL_LLM_ACTIVITY = "call_llm"
 RESOLVE_TEAM_ACTIVITY = "resolve_team"
+
+REVIEW_UPDATE = "review"
+"""Update of `AgentSagaWorkflow`: approve, reject or edit the pending review; returns what the run did."""
+APPROVE_SIGNAL = "approve"
+"""Signal of `AgentSagaWorkflow` (stock `temporal` CLI friendly): approve the pending review."""
+REJECT_SIGNAL = "reject"
+"""Signal of `AgentSagaWorkflow`: reject the pending review (the saga compensates)."""
+STATUS_QUERY = "status"
+"""Query of `AgentSagaWorkflow`: status, active agent, pending review, spend, compensations, errors."""
+TRANSCRIPT_QUERY = "transcript"
+"""Query of `AgentSagaWorkflow`: messages, tool calls, handoffs and decisions, in order."""
 
 WORKFLOW_ID_PREFIX = "keel"
 """Workflow ids are `<prefix>-<team>-<unique part>`: a business prefix plus a unique part."""

@@ -28,12 +28,13 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from agentkeel.contracts import CompensationRecord
 
 # The workflow's own helper modules run inside the sandbox, like the workflow itself.
+from agentkeel.workflows.failures import describe_failure
 from agentkeel.workflows.policies import (
     COMPENSATION_HEARTBEAT,
     COMPENSATION_RETRY,
@@ -83,15 +84,6 @@ class SagaOutcome:
     def ok(self) -> bool:
         """Every compensation succeeded."""
         return not self.uncompensated
-
-
-def _error_text(exc: BaseException) -> str:
-    cause: BaseException | None = exc
-    while isinstance(cause, ActivityError) and cause.cause is not None:
-        cause = cause.cause
-    if isinstance(cause, ApplicationError):
-        return f"{cause.type or 'ApplicationError'}: {cause.message}"
-    return f"{type(cause).__name__}: {cause}"
 
 
 class Saga:
@@ -196,7 +188,7 @@ class Saga:
                     name=comp.name,
                     compensation=comp.activity_name,
                     status="failed",
-                    error=_error_text(exc),
+                    error=describe_failure(exc),
                     at=workflow.now(),
                 )
             records.append(record)
