@@ -34,12 +34,11 @@ def _db() -> sqlite3.Connection:
     return db
 
 
-def record(action: str, detail: str) -> bool:
-    """Do the side effect once per idempotency key; False when this key already did it (a retry)."""
+def record(action: str, detail: str, key: str | None = None) -> bool:
+    """Do the side effect once per key (default the step's idempotency key); False on a repeat."""
     with _db() as db:
-        cursor = db.execute(
-            "INSERT OR IGNORE INTO effects VALUES (?, ?, ?)", (tool_context().idempotency_key, action, detail)
-        )
+        row = (key or tool_context().idempotency_key, action, detail)
+        cursor = db.execute("INSERT OR IGNORE INTO effects VALUES (?, ?, ?)", row)
         return cursor.rowcount == 1
 
 
@@ -59,7 +58,7 @@ def book_venue(city: str, date: str, guests: int) -> dict:
 @book_venue.compensate
 def cancel_venue(city: str, date: str, guests: int, *, idempotency_key: str, result: dict | None) -> str:
     # Runs even when book_venue's result was lost: the booking is found by its key.
-    record("cancel_venue", idempotency_key)
+    record("cancel_venue", idempotency_key, key=f"{idempotency_key}:undo")
     return "cancelled"
 
 
@@ -72,7 +71,7 @@ def order_cake(flavour: str, servings: int) -> dict:
 
 @order_cake.compensate
 def cancel_cake(flavour: str, servings: int, *, idempotency_key: str) -> str:
-    record("cancel_cake", idempotency_key)
+    record("cancel_cake", idempotency_key, key=f"{idempotency_key}:undo")
     return "cancelled"
 
 

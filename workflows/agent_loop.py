@@ -49,12 +49,13 @@ from agentkeel.workflows.policies import (
     LLM_RETRY,
     LLM_START_TO_CLOSE,
     TOOL_HEARTBEAT,
-    TOOL_RETRY,
-    TOOL_START_TO_CLOSE,
+    tool_retry,
+    tool_timeout,
 )
 from agentkeel.workflows.review import ReviewDecision, ReviewDesk, describe_request
 from agentkeel.workflows.runbook import RunBook
 from agentkeel.workflows.saga import Compensation
+from agentkeel.workflows.tool_review import needs_review
 
 _FINAL_ANSWER_SCHEMA = {
     "type": "object",
@@ -255,7 +256,8 @@ class AgentLoop:
             self._tool_message(call, f"error: invalid arguments for {spec.name}: {problem}")
             self._count_tool_error(f"invalid arguments for {spec.name}: {problem}")
             return None
-        if team.needs_review(spec.name):
+        request = self._tool_request(agent, arguments, self._state.step + 1)
+        if await needs_review(team, spec, request):
             record = await self._review(
                 "tool",
                 agent.name,
@@ -343,23 +345,26 @@ class AgentLoop:
             summary=f"{spec.compensation} (compensation)",
         )
 
+    def _tool_request(self, agent: AgentSpec, arguments: dict[str, Any], step: int) -> ToolRequest:
+        return ToolRequest(
+            arguments=arguments,
+            idempotency_key=self._book.key(step),
+            correlation_id=self._state.correlation_id,
+            workflow_id=workflow.info().workflow_id,
+            step=step,
+            agent=agent.name,
+        )
+
     async def _execute_tool(
         self, agent: AgentSpec, spec: ToolSpec, arguments: dict[str, Any], step: int
     ) -> ToolResult:
         return await workflow.execute_activity(
             spec.name,
-            ToolRequest(
-                arguments=arguments,
-                idempotency_key=self._book.key(step),
-                correlation_id=self._state.correlation_id,
-                workflow_id=workflow.info().workflow_id,
-                step=step,
-                agent=agent.name,
-            ),
+            self._tool_request(agent, arguments, step),
             result_type=ToolResult,
-            start_to_close_timeout=TOOL_START_TO_CLOSE,
+            start_to_close_timeout=tool_timeout(spec),
             heartbeat_timeout=TOOL_HEARTBEAT,
-            retry_policy=TOOL_RETRY,
+            retry_policy=tool_retry(spec),
             summary=spec.name,
             # A cancelled run waits for a running tool to finish, so its side
             # effect is known before the compensations run.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from temporalio import workflow
@@ -9,6 +10,7 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from agentkeel import errors
+    from agentkeel.contracts import ToolSpec
 
 LLM_START_TO_CLOSE = timedelta(seconds=120)
 """One LLM call, including time spent waiting on a slow provider."""
@@ -44,6 +46,21 @@ TOOL_RETRY = RetryPolicy(
     maximum_attempts=6,
     non_retryable_error_types=list(errors.TOOL_NON_RETRYABLE),
 )
+
+
+def tool_timeout(spec: ToolSpec) -> timedelta:
+    """A tool's start-to-close timeout: its own (`@tool(timeout_s=...)`), else `TOOL_START_TO_CLOSE`."""
+    return timedelta(seconds=spec.timeout_s) if spec.timeout_s else TOOL_START_TO_CLOSE
+
+
+def tool_retry(spec: ToolSpec) -> RetryPolicy:
+    """A tool's retry policy: `TOOL_RETRY` with the tool's own `max_attempts` when it sets one."""
+    return replace(TOOL_RETRY, maximum_attempts=spec.max_attempts) if spec.max_attempts else TOOL_RETRY
+
+
+REVIEW_CHECK_TIMEOUT = timedelta(seconds=10)
+"""A tool's Python review predicate (a local activity): quick, local, no I/O expected."""
+REVIEW_CHECK_RETRY = RetryPolicy(maximum_attempts=3)
 
 COMPENSATION_START_TO_CLOSE = timedelta(seconds=60)
 COMPENSATION_HEARTBEAT = TOOL_HEARTBEAT
