@@ -111,4 +111,4 @@ class Team:
 
     def activities(self) -> list[Any]:
         """Every activity of the team's tools (tools, compensations, review checks)."""
-        return [act for t in self.tools.values() for act in t.activities()]
+        return [act for t in self.tools.values() if not t.is_method for act in t.activities()]

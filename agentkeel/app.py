@@ -96,7 +96,8 @@ class App:
             if isinstance(team, Team):
                 tools.update(team.tools)
         for t in tools.values():
-            built.activities += t.activities()
+            if not t.is_method:  # a method tool comes from the app's factory, bound to its object
+                built.activities += t.activities()
         return built
 
 

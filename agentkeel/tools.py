@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import functools
 import inspect
 import json
@@ -145,7 +146,7 @@ class _Signature:
     @classmethod
     def of(cls, fn: Callable[..., Any]) -> _Signature:
         sig = inspect.signature(fn)
-        hints = get_type_hints(fn)
+        hints = get_type_hints(fn, include_extras=True)
         fields: dict[str, Any] = {}
         wants: set[str] = set()
         for name, param in sig.parameters.items():
@@ -174,6 +175,20 @@ class _Signature:
         schema.setdefault("properties", {})
         schema["type"] = "object"
         return schema
+
+    def lenient_arguments(self, arguments: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """For a compensation: the original call's arguments, as given (a missing one is None).
+
+        A compensation must run whatever it is handed (it undoes by idempotency key), so it is
+        never refused for its arguments: the platform passes the validated ones; a hand-written
+        saga may pass fewer.
+        """
+        try:
+            return self.call_arguments(arguments, "")
+        except ApplicationError:
+            if self.single_model:
+                return (self.model.model_construct(**arguments),), {}
+            return (), {name: arguments.get(name) for name in self.names}
 
     def call_arguments(self, arguments: dict[str, Any], tool: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
         try:
@@ -249,12 +264,27 @@ class Tool:
         self.timeout_s = timeout_s
         self.max_attempts = max_attempts
         self._is_compensation = False
+        params = list(inspect.signature(fn).parameters)
+        self.is_method = bool(params) and params[0] == "self" and not inspect.ismethod(fn)
+        """Defined in a class: used from an instance, whose methods own the clients (a database...)."""
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
         if compensation is not None:
             self.compensate(compensation)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Tool:
+        """`obj.book_flight` is the tool bound to `obj` (its compensation too), made once per object."""
+        if instance is None or not self.is_method:
+            return self
+        bound = copy.copy(self)
+        bound.fn = self.fn.__get__(instance, owner)
+        bound.is_method = False
+        if self.compensation is not None:
+            bound.compensation = self.compensation.__get__(instance, owner)
+        instance.__dict__[self.fn.__name__] = bound  # later lookups skip this method
+        return bound
 
     def __repr__(self) -> str:
         return f"<agentkeel tool {self.name}>"
@@ -290,7 +320,13 @@ class Tool:
         )
 
     def activities(self) -> list[Callable[..., Any]]:
-        """The Temporal activities: the tool, its compensation, and its review check when it has one."""
+        """The Temporal activities: the tool, its compensation, and its review check when it has one.
+
+        Raises:
+            TypeError: The tool is a method taken from its class, not from an instance.
+        """
+        if self.is_method:
+            raise TypeError(f"tool {self.name} is a method: register it from an instance (obj.{self.name})")
         acts = [self._tool_activity()]
         if self.compensation is not None:
             acts.append(self.compensation._compensation_activity(self))
@@ -324,7 +360,7 @@ class Tool:
 
         @activity.defn(name=self.name)
         async def run_compensation(request: CompensationRequest) -> ToolResult:
-            args, kwargs = undoes.signature.call_arguments(request.arguments, undoes.name)
+            args, kwargs = undoes.signature.lenient_arguments(request.arguments)
             # `result` is None when the tool's result was lost (the worker died after the side
             # effect): the compensation then finds the effect by its idempotency key.
             result = request.result or None

@@ -48,7 +48,7 @@ class TripWorkflow:
                 saga.add(
                     tool,
                     undo,
-                    CompensationRequest(idempotency_key=key, correlation_id=wid, tool=tool),
+                    CompensationRequest(idempotency_key=key, correlation_id=wid, tool=tool, arguments=args),
                     step=step,
                 )
                 await workflow.execute_activity(

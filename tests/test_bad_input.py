@@ -285,7 +285,9 @@ async def test_tool_no_worker_registers_fails_bounded_and_compensates(client, ta
     # The team declares `charge_card`, but this worker registers no such activity.
     llm = ScriptedLLM(dict(TRAVEL_SCRIPT))
     ledger = Ledger(tmp_path / "ledger.db")
-    tools = [t for t in TravelTools(ledger).activities() if t.__name__ != "charge_card"]
+    tools = [
+        t for t in TravelTools(ledger).activities() if t.__temporal_activity_definition.name != "charge_card"
+    ]
     acts = [llm.activity(), TeamActivities(None).resolve_team, *tools]
     async with Worker(client, task_queue=task_queue, workflows=ALL_WORKFLOWS, activities=acts):
         handle = await start_saga(client, task_queue, team=unattended())

@@ -51,7 +51,7 @@ def test_pip_install_adds_only_agentkeel_at_the_top_level(tmp_path: Path):
     installed = target / "agentkeel"
     for sub in ("workflows", "activities", "workers", "starters", "dev", "examples"):
         assert (installed / sub / "__init__.py").is_file(), sub
-    assert (installed / "examples" / "travel" / "team.yaml").is_file()
+    assert (installed / "examples" / "travel" / "team.py").is_file()
     assert (installed / "examples" / "travel" / "scenario.yaml").is_file()
 
 

@@ -18,7 +18,6 @@ import httpx
 import jsonschema
 import openai
 import pytest
-import yaml
 
 from agentkeel.dev.offline import FaultConfig, OfflineProvider, ProviderControlError, ScenarioError
 from agentkeel.dev.offline.faults import FaultState
@@ -31,7 +30,7 @@ from agentkeel.dev.offline.scenarios import (
     minimal_instance,
 )
 from agentkeel.examples.travel import SCENARIO_FILE as TRAVEL_SCENARIO
-from agentkeel.examples.travel import TEAM_FILE as TRAVEL_TEAM_FILE
+from agentkeel.examples.travel import team as travel_team
 from agentkeel.starters.cmd_demo import DEMO_GOAL
 from tests.fixtures.llm import OfflineLLM, start_offline_llm, stop_offline_llm
 
@@ -297,8 +296,7 @@ def test_travel_scenario_books_what_the_goal_asks(
     assert _call(_travel_answer("flights", goal)) == ("book_flight", flight)
     assert _call(_travel_answer("hotels", goal)) == ("book_hotel", hotel)
     # The booked tools' own schemas accept what was read from the goal.
-    team = yaml.safe_load(TRAVEL_TEAM_FILE.read_text())
-    schemas = {t["name"]: t["parameters"] for t in team["tools"]}
+    schemas = {t.name: t.parameters for t in travel_team().tools}
     jsonschema.validate(flight, schemas["book_flight"])
     jsonschema.validate(hotel, schemas["book_hotel"])
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -89,3 +92,36 @@ async def test_a_worker_on_a_client_without_the_converter_is_refused(dev_server:
     plain = await Client.connect(dev_server.address)
     with pytest.raises(ValueError, match="does not use agentkeel's data converter"):
         Worker(plain, task_queue=task_queue, plugins=[AgentkeelPlugin()])
+
+
+def test_the_readme_tools_team_and_their_tests_run_as_written(tmp_path: Path) -> None:
+    (tmp_path / "support.py").write_text(snippet("One Python file: tools are typed functions"))
+    (tmp_path / "test_support.py").write_text(snippet("Tests run in milliseconds"))
+    (tmp_path / "pytest.ini").write_text(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = session\n"
+        "asyncio_default_test_loop_scope = session\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_support.py"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-1000:]
+    assert "3 passed" in done.stdout
+
+
+def test_the_readme_yaml_team_loads(tmp_path: Path) -> None:
+    from agentkeel.teams import load_team_file
+
+    text = README.read_text()
+    start = text.index("### Teams in YAML or JSON")
+    block = re.search(r"```yaml\n(.*?)```", text[start:], re.S)
+    assert block
+    (tmp_path / "support.yaml").write_text(block.group(1))
+    team = load_team_file(tmp_path / "support.yaml")
+    assert team.needs_review("issue_refund", {"amount_usd": 600})
+    assert team.review.reviewers == ["ana", "ops-*"]

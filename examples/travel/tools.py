@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from agentkeel import errors
-from agentkeel.contracts import CompensationRequest, ToolRequest, ToolResult
+from agentkeel.contracts import ToolResult
 from agentkeel.examples.travel.ledger import Ledger, LedgerEntry
+from agentkeel.tools import Tool, tool, tool_context
 
 
 def _ref(prefix: str, key: str) -> str:
@@ -38,33 +40,43 @@ def _invalid(message: str) -> ApplicationError:
     return ApplicationError(message, type=errors.TOOL_INVALID_ARGUMENTS, non_retryable=True)
 
 
+Date = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+Place = Annotated[str, Field(min_length=2)]
+
+
 class TravelTools:
-    """Activities of the `travel` team: book_flight, book_hotel, charge_card and their reversals."""
+    """The `travel` team's tools and their compensations, on one ledger.
+
+    Methods decorated with `@tool`: take them from an instance (`TravelTools(ledger).book_flight`),
+    which owns the ledger they write to.
+    """
 
     def __init__(self, ledger: Ledger) -> None:
         """Use `ledger` for every side effect."""
         self.ledger = ledger
 
-    async def _book(self, req: ToolRequest, action: str, ref: str, amount: float) -> LedgerEntry:
+    async def _book(self, action: str, prefix: str, amount: float, details: dict[str, Any]) -> LedgerEntry:
+        ctx = tool_context()
         entry, created = await asyncio.to_thread(
             self.ledger.record,
-            req.idempotency_key,
-            workflow_id=req.workflow_id,
+            ctx.idempotency_key,
+            workflow_id=ctx.workflow_id,
             action=action,
-            ref=ref,
+            ref=_ref(prefix, ctx.idempotency_key),
             amount_usd=amount,
-            details=req.arguments,
+            details=details,
         )
         activity.logger.info(
             "ledger write" if created else "ledger write skipped: already done",
-            extra={"action": action, "ref": entry.ref, "idempotency_key": req.idempotency_key},
+            extra={"action": action, "ref": entry.ref, "idempotency_key": ctx.idempotency_key},
         )
         return entry
 
-    async def _undo(self, req: CompensationRequest, action: str) -> ToolResult:
-        entry, created = await asyncio.to_thread(self.ledger.reverse, req.idempotency_key, action=action)
+    async def _undo(self, action: str) -> ToolResult:
+        key = tool_context().idempotency_key
+        entry, created = await asyncio.to_thread(self.ledger.reverse, key, action=action)
         if entry is None:
-            activity.logger.info("nothing to reverse", extra={"action": action, "key": req.idempotency_key})
+            activity.logger.info("nothing to reverse", extra={"action": action, "key": key})
             return ToolResult(output={"reversed": False}, summary=f"{action}: nothing to undo")
         activity.logger.info(
             "ledger reversal" if created else "ledger reversal skipped: already done",
@@ -72,78 +84,73 @@ class TravelTools:
         )
         return ToolResult(output={"reversed": True, "ref": entry.ref}, summary=f"{action} {entry.ref}")
 
-    @activity.defn(name="book_flight")
-    async def book_flight(self, req: ToolRequest) -> ToolResult:
-        """Book a flight: arguments `origin`, `destination`, `date`, optional `passengers`."""
-        a = req.arguments
-        passengers = int(a.get("passengers", 1))
-        if passengers < 1 or passengers > 9:
-            raise _invalid("passengers must be between 1 and 9")
-        if a.get("origin") == a.get("destination"):
+    @tool
+    async def book_flight(
+        self,
+        origin: Annotated[str, Field(min_length=3)],
+        destination: Annotated[str, Field(min_length=3)],
+        date: Date,
+        passengers: Annotated[int, Field(ge=1, le=9)] = 1,
+    ) -> ToolResult:
+        """Book a flight for the traveller."""
+        if origin == destination:
             raise _invalid("origin and destination must differ")
         # Rounded to the cent: a charge that sums the prices must match the ledger exactly.
-        price = round(_price(180, a.get("origin"), a.get("destination"), a.get("date")) * passengers, 2)
-        entry = await self._book(req, "book_flight", _ref("FL", req.idempotency_key), price)
+        price = round(_price(180, origin, destination, date) * passengers, 2)
+        details = {"origin": origin, "destination": destination, "date": date, "passengers": passengers}
+        entry = await self._book("book_flight", "FL", price, details)
         who = f", {passengers} passengers" if passengers > 1 else ""
         return ToolResult(
             output={"booking_ref": entry.ref, "price_usd": entry.amount_usd},
-            summary=(
-                f"flight {a.get('origin')}→{a.get('destination')} {a.get('date')}{who} "
-                f"{entry.ref} ${entry.amount_usd:.2f}"
-            ),
+            summary=f"flight {origin}→{destination} {date}{who} {entry.ref} ${entry.amount_usd:.2f}",
         )
 
-    @activity.defn(name="cancel_flight")
-    async def cancel_flight(self, req: CompensationRequest) -> ToolResult:
-        """Cancel the flight booked under the request's idempotency key."""
-        return await self._undo(req, "cancel_flight")
+    @book_flight.compensate
+    async def cancel_flight(
+        self, origin: str, destination: str, date: str, passengers: int = 1
+    ) -> ToolResult:
+        """Cancel the flight booked under the step's idempotency key (nothing, if it never was)."""
+        return await self._undo("cancel_flight")
 
-    @activity.defn(name="book_hotel")
-    async def book_hotel(self, req: ToolRequest) -> ToolResult:
-        """Book a hotel: arguments `city`, `check_in`, `nights`."""
-        a = req.arguments
-        nights = int(a.get("nights", 1))
-        if nights < 1 or nights > 60:
-            raise _invalid("nights must be between 1 and 60")
-        price = _price(90, a.get("city"), a.get("check_in")) * nights
-        entry = await self._book(req, "book_hotel", _ref("HT", req.idempotency_key), round(price, 2))
+    @tool
+    async def book_hotel(
+        self, city: Place, check_in: Date, nights: Annotated[int, Field(ge=1, le=60)]
+    ) -> ToolResult:
+        """Book a hotel room."""
+        price = round(_price(90, city, check_in) * nights, 2)
+        entry = await self._book(
+            "book_hotel", "HT", price, {"city": city, "check_in": check_in, "nights": nights}
+        )
         return ToolResult(
             output={"booking_ref": entry.ref, "price_usd": entry.amount_usd},
-            summary=(
-                f"hotel in {a.get('city')} from {a.get('check_in')}, {nights} nights "
-                f"{entry.ref} ${entry.amount_usd:.2f}"
-            ),
+            summary=f"hotel in {city} from {check_in}, {nights} nights {entry.ref} ${entry.amount_usd:.2f}",
         )
 
-    @activity.defn(name="cancel_hotel")
-    async def cancel_hotel(self, req: CompensationRequest) -> ToolResult:
-        """Cancel the hotel booked under the request's idempotency key."""
-        return await self._undo(req, "cancel_hotel")
+    @book_hotel.compensate
+    async def cancel_hotel(self, city: str, check_in: str, nights: int) -> ToolResult:
+        """Cancel the hotel booked under the step's idempotency key."""
+        return await self._undo("cancel_hotel")
 
-    @activity.defn(name="charge_card")
-    async def charge_card(self, req: ToolRequest) -> ToolResult:
-        """Charge the traveller's card: arguments `amount_usd`, `description`."""
-        amount = float(req.arguments.get("amount_usd", 0))
-        if amount <= 0:
-            raise _invalid("amount_usd must be positive")
-        entry = await self._book(req, "charge_card", _ref("CH", req.idempotency_key), amount)
+    @tool(requires_review=True)
+    async def charge_card(self, amount_usd: Annotated[float, Field(gt=0)], description: str) -> ToolResult:
+        """Charge the traveller's card for the whole trip."""
+        entry = await self._book(
+            "charge_card", "CH", amount_usd, {"amount_usd": amount_usd, "description": description}
+        )
         return ToolResult(
             output={"charge_id": entry.ref, "amount_usd": entry.amount_usd},
             summary=f"charged ${entry.amount_usd:.2f} ({entry.ref})",
         )
 
-    @activity.defn(name="refund_card")
-    async def refund_card(self, req: CompensationRequest) -> ToolResult:
-        """Refund the charge made under the request's idempotency key."""
-        return await self._undo(req, "refund_card")
+    @charge_card.compensate
+    async def refund_card(self, amount_usd: float, description: str) -> ToolResult:
+        """Refund the charge made under the step's idempotency key."""
+        return await self._undo("refund_card")
+
+    def tools(self) -> list[Tool]:
+        """The three tools, bound to this object (their compensations come with them)."""
+        return [self.book_flight, self.book_hotel, self.charge_card]
 
     def activities(self) -> list[Any]:
-        """Every activity of this class, for worker registration."""
-        return [
-            self.book_flight,
-            self.cancel_flight,
-            self.book_hotel,
-            self.cancel_hotel,
-            self.charge_card,
-            self.refund_card,
-        ]
+        """Every activity of the tools and their compensations, for worker registration."""
+        return [act for t in self.tools() for act in t.activities()]
