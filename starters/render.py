@@ -20,6 +20,7 @@ from agentkeel.contracts import (
     SagaResult,
     SagaStatusView,
     TeamSpec,
+    ToolSpec,
     TranscriptEntry,
 )
 from agentkeel.search_attributes import SagaStatus
@@ -352,11 +353,30 @@ def render_teams(teams: Mapping[str, TeamSpec]) -> str:
             if agent.handoffs:
                 extra.append("hands off to " + ", ".join(agent.handoffs))
             lines.append(f"  {agent.name}{marks}" + (f": {'; '.join(extra)}" if extra else ""))
+        for tool in team.tools:
+            lines.append(f"  tool {tool.name}: {_tool_policy(team, tool)}")
         reviewed = [t.name for t in team.tools if team.needs_review(t.name)]
         if reviewed:
             lines.append(f"  review before: {', '.join(reviewed)}")
+        policy = team.review
+        who = f"; reviewers {', '.join(policy.reviewers)}" if policy.reviewers else ""
+        signed = f"; signed by one of {len(policy.reviewer_keys)} key(s)" if policy.reviewer_keys else ""
+        lines.append(f"  review: timeout {policy.timeout_s:g}s then {policy.on_timeout}{who}{signed}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+def _tool_policy(team: TeamSpec, tool: ToolSpec) -> str:
+    undo = f"undone by {tool.compensation}" if tool.compensation else "no compensation"
+    if tool.name in team.review.tools or tool.requires_review:
+        review = "always reviewed"
+    elif tool.review_when:
+        review = f"reviewed when {tool.review_when}"
+    elif tool.review_check:
+        review = "reviewed when its Python predicate says so"
+    else:
+        review = "no review"
+    return f"{undo}; {review}"
 
 
 def teams_json(teams: Mapping[str, TeamSpec]) -> list[dict[str, Any]]:

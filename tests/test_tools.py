@@ -160,3 +160,13 @@ def test_a_team_in_python_builds_the_same_spec_and_typos_fail_when_it_is_built()
         Team(
             name="support", entry=triage, agents=[Agent(name="triage", instructions="x", handoffs=["biling"])]
         )
+
+
+def test_keel_teams_shows_compensations_and_review_conditions():
+    from agentkeel.starters.render import render_teams
+
+    billing = Agent(name="billing", instructions="Refund.", tools=[issue_refund])
+    team = Team(name="support", entry=billing, agents=[billing], review={"reviewers": ["ana"]})
+    text = render_teams({"support": team.spec})
+    assert "tool issue_refund: undone by void_refund; reviewed when amount_usd > 500" in text
+    assert "reviewers ana" in text
