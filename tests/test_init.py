@@ -104,6 +104,22 @@ def test_keel_dev_runs_the_scaffold_end_to_end(project: Path) -> None:
         watched = keel("watch", workflow_id, cwd=project, env=env)
         assert watched.returncode == 0, watched.stdout + watched.stderr
         assert "Completed" in watched.stdout
+
+        # And rejected: the cake, then the venue, are undone.
+        started = keel("start", "party", "Birthday for 12 on 2027-03-01", "--json", cwd=project, env=env)
+        workflow_id = json.loads(started.stdout)["workflow_id"]
+        while not json.loads(keel("status", workflow_id, "--json", cwd=project, env=env).stdout).get(
+            "pending_review"
+        ):
+            assert time.monotonic() < deadline + 60
+            time.sleep(0.3)
+        rejected = keel("reject", workflow_id, "--reason", "too dear", cwd=project, env=env)
+        assert rejected.returncode == 0, rejected.stderr
+        watched = keel("watch", workflow_id, "--json", cwd=project, env=env)
+        assert watched.returncode == 1  # the run ended without reaching its goal
+        final = json.loads(watched.stdout.strip().splitlines()[-1])
+        assert final["status"] == "Compensated"
+        assert [c["compensation"] for c in final["compensations"]] == ["cancel_cake", "cancel_venue"]
     finally:
         dev.terminate()
         dev.wait(timeout=30)
