@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +13,15 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from agentkeel.contracts import LLMRequest, LLMResult, SagaRequest, SagaResult, TeamSpec, ToolCall
+from agentkeel.contracts import LLMRequest, SagaRequest, SagaResult, TeamSpec
 from agentkeel.examples.travel import app as travel_app
 from agentkeel.examples.travel import team as shipped_travel_team
 from agentkeel.examples.travel.ledger import Ledger
-from agentkeel.names import AGENT_SAGA_WORKFLOW, CALL_LLM_ACTIVITY
+from agentkeel.names import AGENT_SAGA_WORKFLOW
 from agentkeel.plugin import AgentkeelPlugin
 from agentkeel.settings import Settings
+from agentkeel.testing import Reply as Answer
+from agentkeel.testing import ScriptedModel
 
 Reply = dict[str, Any]
 """`{"content": str, "tool_calls": [(name, args_dict_or_raw_str), ...], "tokens": int}`"""
@@ -32,39 +32,22 @@ def turn_of(request: LLMRequest) -> int:
     return 1 + sum(1 for m in request.messages if m.role == "assistant" and m.name == request.agent)
 
 
-@dataclass
-class ScriptedLLM:
-    """A `call_llm` double answering from a script keyed by (agent, turn)."""
+class ScriptedLLM(ScriptedModel):
+    """`agentkeel.testing.ScriptedModel` answering from a script keyed by (agent, turn of that agent)."""
 
-    script: dict[tuple[str, int], Reply]
-    default: Reply = field(default_factory=lambda: {"content": "Done."})
-    calls: list[LLMRequest] = field(default_factory=list)
+    def __init__(self, script: dict[tuple[str, int], Reply], default: Reply | None = None) -> None:
+        self.by_agent = script
+        self.default = default or {"content": "Done."}
+        super().__init__(self._pick)
 
-    def reply(self, request: LLMRequest) -> LLMResult:
-        self.calls.append(request)
-        spec = self.script.get((request.agent or "", turn_of(request)), self.default)
-        calls = []
-        for i, (name, args) in enumerate(spec.get("tool_calls", [])):
-            raw = args if isinstance(args, str) else json.dumps(args)
-            calls.append(ToolCall(id=f"call_{len(self.calls)}_{i}", name=name, arguments=raw))
-        tokens = int(spec.get("tokens", 100))
-        return LLMResult(
-            content=spec.get("content"),
-            tool_calls=calls,
-            finish_reason="tool_calls" if calls else "stop",
-            input_tokens=tokens - tokens // 4,
-            output_tokens=tokens // 4,
-            cost_usd=float(spec.get("cost_usd", tokens * 1e-6)),
-            provider="double",
-            model="scripted",
-        )
+    @property
+    def calls(self) -> list[LLMRequest]:
+        """Every request received."""
+        return self.requests
 
-    def activity(self) -> Callable[..., Any]:
-        @activity.defn(name=CALL_LLM_ACTIVITY)
-        async def call_llm(request: LLMRequest) -> LLMResult:
-            return self.reply(request)
-
-        return call_llm
+    def _pick(self, request: LLMRequest) -> Answer:
+        spec = self.by_agent.get((request.agent or "", turn_of(request)), self.default)
+        return Answer(spec.get("content"), list(spec.get("tool_calls", [])), int(spec.get("tokens", 100)))
 
 
 TRAVEL_SCRIPT: dict[tuple[str, int], Reply] = {
