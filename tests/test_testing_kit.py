@@ -65,7 +65,19 @@ async def flaky_lookup(order_id: str) -> str:
     raise ApplicationError(f"order {order_id} does not exist", type="NotFound", non_retryable=True)
 
 
-billing = Agent(name="billing", instructions="Refund what triage asks.", tools=[issue_refund, flaky_lookup])
+ATTEMPTS: list[int] = []
+
+
+@tool(max_attempts=2, timeout_s=5)
+async def broken_lookup(order_id: str) -> str:
+    """Look an order up in a system that is down."""
+    ATTEMPTS.append(1)
+    raise RuntimeError("the order system is down")
+
+
+billing = Agent(
+    name="billing", instructions="Refund what triage asks.", tools=[issue_refund, flaky_lookup, broken_lookup]
+)
 triage = Agent(
     name="triage", instructions="Open a ticket, then hand off.", tools=[open_ticket], handoffs=[billing]
 )
@@ -162,3 +174,16 @@ async def replay_histories_of(env: Any) -> bool:
         for i, history in enumerate(env.histories):
             (Path(folder) / f"run{i}.json").write_text(history.to_json())
         return bool(await replay_histories(folder))
+
+
+async def test_a_tool_that_keeps_raising_fails_within_its_own_retry_policy(time_env: Any) -> None:
+    ATTEMPTS.clear()
+    model = ScriptedModel(
+        [call("open_ticket", subject="x"), handoff("billing"), call("broken_lookup", order_id="Z9")]
+    )
+    async with keel_test_env(app, model, env=time_env) as env:
+        result = await env.run_team("support", "Look up Z9")
+    assert result.status == SagaStatus.COMPENSATED
+    assert "the order system is down" in (result.reason or "")
+    assert len(ATTEMPTS) == 2  # max_attempts=2, then the saga compensates
+    assert [a for a, _ in LEDGER] == ["ticket", "close"]
