@@ -16,6 +16,7 @@ of the apps handed to it. Nothing else needs copying into a user's worker.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from agentkeel.app import ActivitySet, App, resolve_apps
 from agentkeel.contracts import TeamSpec
 from agentkeel.settings import Settings, load_settings
+from agentkeel.tools import sync_tool_pool
 
 PLUGIN_NAME = "agentkeel.AgentkeelPlugin"
 
@@ -172,11 +174,11 @@ class AgentkeelPlugin(SimplePlugin):
         built = self.build_activities()
         self._open.append(built)
         config["activities"] = _merge(existing_activities, built.activities, _activity_name)
-        # Sync tools run on this pool; async ones on the event loop.
+        # `@tool` sync functions run on the tool pool (sized here, once per process); activities
+        # written as plain sync functions run on the worker's executor.
+        sync_tool_pool(self.settings.max_concurrent_activities)
         if config.get("activity_executor") is None:
-            import concurrent.futures
-
-            config["activity_executor"] = concurrent.futures.ThreadPoolExecutor(
+            config["activity_executor"] = ThreadPoolExecutor(
                 max_workers=self.settings.max_concurrent_activities
             )
         return config
