@@ -217,13 +217,21 @@ class Keel(RunListing):
     # ------------------------------------------------------------------ teams
 
     def teams(self) -> dict[str, TeamSpec]:
-        """The registered teams by name: the built-in ones and those in `Settings.teams_dir`.
+        """The registered teams by name: the built-in ones, the apps' (the settings' and those of an
+        `AgentkeelPlugin` the client was connected with) and those in `Settings.teams_dir`.
 
         Raises:
             InvalidInput: a team file in the registry is invalid.
         """
+        apps: list[Any] = list(self.settings.apps)
+        if self._client is not None:
+            from agentkeel.plugin import AgentkeelPlugin
+
+            for plugin in self._client.config().get("plugins", []):
+                if isinstance(plugin, AgentkeelPlugin):
+                    apps += [app for app in plugin.apps if app not in apps]
         try:
-            return load_registry(self.settings.teams_dir, self.settings.apps)
+            return load_registry(self.settings.teams_dir, apps)
         except TeamFileError as exc:
             raise InvalidInput(str(exc)) from None
 

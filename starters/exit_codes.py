@@ -41,7 +41,10 @@ TABLE: tuple[tuple[int, str], ...] = (
     (ExitCode.BAD_INPUT, "bad input or usage (arguments, JSON, team file, keel.toml, size limits)"),
     (ExitCode.NOT_FOUND, "no run with that workflow id"),
     (ExitCode.UNREACHABLE, "the Temporal server cannot be reached"),
-    (ExitCode.CONFLICT, "the run's state does not allow it (ended, no review pending, id taken)"),
+    (
+        ExitCode.CONFLICT,
+        "the run's state or policy does not allow it (ended, no review pending, id taken, decision refused)",
+    ),
     (ExitCode.NO_WORKER, "no worker answered, or the run is stuck (its workflow task keeps failing)"),
     (ExitCode.SERVICE_FAILED, "a local service could not start or died (port in use...)"),
     (ExitCode.INTERNAL, "a bug in keel (traceback printed)"),

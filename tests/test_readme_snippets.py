@@ -40,27 +40,38 @@ def load(code: str, address: str, task_queue: str) -> dict[str, Any]:
 
 
 async def test_the_readme_worker_and_starter_run_a_travel_saga(
-    dev_server: Any,
-    offline_llm: Any,
-    task_queue: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys,
+    dev_server: Any, offline_llm: Any, task_queue: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("KEEL_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("KEEL_LLM_PORT", str(offline_llm.port))
     monkeypatch.setenv("KEEL_TASK_QUEUE", task_queue)
     worker = load(snippet("A worker (your tools"), dev_server.address, task_queue)
-    starter = load(snippet("A starter (a script"), dev_server.address, task_queue)
+    starter = snippet("A starter (a script").replace("localhost:7233", dev_server.address)
+    (tmp_path / "starter.py").write_text(starter)
+    # The starter runs as the script it is, in its own process, with nothing but what it says:
+    # no KEEL_APPS, so the team's name must come from the plugin it connects with.
+    env = {k: v for k, v in os.environ.items() if k != "KEEL_APPS"}
     running = asyncio.create_task(worker["main"]())
     try:
-        await asyncio.wait_for(starter["main"](), 60)
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-u", "starter.py"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
     finally:
         running.cancel()
         with pytest.raises(asyncio.CancelledError):
             await running
-    assert capsys.readouterr().out.strip().endswith(SagaStatus.COMPLETED.value)
+    # 134: the SDK's abort at interpreter exit (sdk-python issue 300), after the output; the
+    # README says so. Anything else is a failure of the snippet.
+    assert done.returncode in (0, 134), done.stderr[-2000:]
+    assert done.stdout.strip().endswith(SagaStatus.COMPLETED.value), done.stdout + done.stderr[-2000:]
 
 
 async def test_a_worker_plugin_on_a_plugin_client_registers_each_activity_once(
@@ -96,7 +107,7 @@ async def test_a_worker_on_a_client_without_the_converter_is_refused(dev_server:
 
 def test_the_readme_tools_team_and_their_tests_run_as_written(tmp_path: Path) -> None:
     (tmp_path / "support.py").write_text(snippet("One Python file: tools are typed functions"))
-    (tmp_path / "test_support.py").write_text(snippet("Tests run in milliseconds"))
+    (tmp_path / "test_support.py").write_text(snippet("Tests take a couple of seconds"))
     (tmp_path / "pytest.ini").write_text(
         "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = session\n"
         "asyncio_default_test_loop_scope = session\n"
