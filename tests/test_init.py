@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -58,7 +59,12 @@ def test_the_scaffolds_tests_pass(project: Path) -> None:
         timeout=300,
         check=False,
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    # A pytest process that used Temporal clients may abort at interpreter exit after its summary
+    # (sdk-python issue 300, SIGABRT): the summary decides, and no other exit is accepted.
+    assert done.returncode in (0, -signal.SIGABRT), done.stdout[-3000:] + done.stderr[-2000:]
+    assert "failed" not in done.stdout and "error" not in done.stdout.lower(), (
+        done.stdout[-3000:] + done.stderr[-2000:]
+    )
     assert "4 passed" in done.stdout
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -68,9 +69,9 @@ async def test_the_readme_worker_and_starter_run_a_travel_saga(
         running.cancel()
         with pytest.raises(asyncio.CancelledError):
             await running
-    # 134: the SDK's abort at interpreter exit (sdk-python issue 300), after the output; the
-    # README says so. Anything else is a failure of the snippet.
-    assert done.returncode in (0, 134), done.stderr[-2000:]
+    # SIGABRT (-6): the SDK's abort at interpreter exit (sdk-python issue 300), after the output;
+    # the README says so. Anything else is a failure of the snippet.
+    assert done.returncode in (0, -signal.SIGABRT), done.stderr[-2000:]
     assert done.stdout.strip().endswith(SagaStatus.COMPLETED.value), done.stdout + done.stderr[-2000:]
 
 
@@ -121,7 +122,12 @@ def test_the_readme_tools_team_and_their_tests_run_as_written(tmp_path: Path) ->
         timeout=300,
         check=False,
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-1000:]
+    # A pytest process that used Temporal clients may abort at interpreter exit after its summary
+    # (sdk-python issue 300, SIGABRT): the summary decides, and no other exit is accepted.
+    assert done.returncode in (0, -signal.SIGABRT), done.stdout[-3000:] + done.stderr[-1000:]
+    assert "failed" not in done.stdout and "error" not in done.stdout.lower(), (
+        done.stdout[-3000:] + done.stderr[-1000:]
+    )
     assert "3 passed" in done.stdout
 
 
