@@ -48,3 +48,9 @@ OFFLINE_LLM_PORT = 8900
 """The offline OpenAI-compatible provider's API (`keel llm`)."""
 CODEC_PORT = 8888
 """The codec server (`keel codec`) that decrypts payloads for the UI and the `temporal` CLI."""
+
+
+def activity_name(fn: object, default: str = "activity") -> str:
+    """The name an `@activity.defn` callable is registered under (its `__name__` when undecorated)."""
+    defn = getattr(fn, "__temporal_activity_definition", None)
+    return str(getattr(defn, "name", None) or getattr(fn, "__name__", default))

@@ -28,6 +28,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from agentkeel.app import ActivitySet, App, resolve_apps
 from agentkeel.contracts import TeamSpec
+from agentkeel.names import activity_name
 from agentkeel.settings import Settings, load_settings
 from agentkeel.tools import sync_tool_pool
 
@@ -60,11 +61,6 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
     )
-
-
-def _activity_name(fn: Callable[..., Any]) -> str:
-    defn = getattr(fn, "__temporal_activity_definition", None)
-    return str(getattr(defn, "name", None) or getattr(fn, "__name__", repr(fn)))
 
 
 def _workflow_name(cls: type) -> str:
@@ -126,12 +122,6 @@ class AgentkeelPlugin(SimplePlugin):
             run_context=self._run_context,
         )
 
-    def teams(self) -> dict[str, TeamSpec]:
-        """Every team this plugin registers: the settings' registry, then the apps' teams."""
-        from agentkeel.teams import load_registry
-
-        return load_registry(self.settings.teams_dir, self.apps)
-
     def build_activities(self) -> ActivitySet:
         """Open the platform's and the apps' activities for one worker (closed after it stops)."""
         from agentkeel.activities.teams import TeamActivities
@@ -173,7 +163,7 @@ class AgentkeelPlugin(SimplePlugin):
         config["interceptors"] = _merge([], config.get("interceptors") or [], lambda i: type(i).__qualname__)
         built = self.build_activities()
         self._open.append(built)
-        config["activities"] = _merge(existing_activities, built.activities, _activity_name)
+        config["activities"] = _merge(existing_activities, built.activities, activity_name)
         # `@tool` sync functions run on the tool pool (sized here, once per process); activities
         # written as plain sync functions run on the worker's executor.
         sync_tool_pool(self.settings.max_concurrent_activities)

@@ -21,6 +21,7 @@ cannot travel in a team spec, so it runs as a local activity named
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -105,6 +106,7 @@ def _tokens(text: str) -> list[tuple[str, str]]:
     return tokens
 
 
+@functools.lru_cache(maxsize=512)
 def parse_condition(text: str) -> ReviewCondition:
     """Parse a condition such as `amount_usd > 500 and currency == "USD"`.
 

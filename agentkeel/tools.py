@@ -33,7 +33,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
@@ -416,8 +415,3 @@ def tool(
         )
 
     return make(fn) if fn is not None else make
-
-
-def timeout_of(spec: ToolSpec, default: timedelta) -> timedelta:
-    """A tool's start-to-close timeout: its own, else `default`."""
-    return timedelta(seconds=spec.timeout_s) if spec.timeout_s else default

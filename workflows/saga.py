@@ -32,6 +32,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from agentkeel.contracts import CompensationRecord
+    from agentkeel.names import activity_name
 
 # The workflow's own helper modules run inside the sandbox, like the workflow itself.
 from agentkeel.workflows.failures import describe_failure
@@ -69,8 +70,7 @@ class Compensation:
         """The activity's registered name."""
         if isinstance(self.activity, str):
             return self.activity
-        defn = getattr(self.activity, "__temporal_activity_definition", None)
-        return getattr(defn, "name", None) or getattr(self.activity, "__name__", "compensation")
+        return activity_name(self.activity, default="compensation")
 
 
 @dataclass
