@@ -24,6 +24,10 @@ class _Beat:
     detail: str | None = None
 
 
+HEARTBEAT_EVERY_S = 2.0
+"""Longest gap between two heartbeats of an activity: well under the 10 s heartbeat timeouts of
+`agentkeel.workflows.policies`, so a dead worker is noticed within them."""
+
 _CURRENT: ContextVar[_Beat | None] = ContextVar("agentkeel_heartbeat", default=None)
 
 

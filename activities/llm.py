@@ -40,7 +40,7 @@ from temporalio.exceptions import ApplicationError
 
 from agentkeel import errors
 from agentkeel.activities.breakers import PROCESS_BREAKERS, BreakerRegistry, ProviderBreaker
-from agentkeel.activities.heartbeat import heartbeating
+from agentkeel.activities.heartbeat import HEARTBEAT_EVERY_S, heartbeating
 from agentkeel.activities.llm_config import ChainLink, LLMConfig, ProviderConfig, UnknownAliasError
 from agentkeel.activities.llm_errors import is_provider_failure, to_application_error
 from agentkeel.contracts import ChatMessage, LLMRequest, LLMResult, ToolCall
@@ -49,8 +49,6 @@ from agentkeel.names import AGENT_HEADER, CALL_LLM_ACTIVITY, CORRELATION_HEADER,
 
 log = get_logger(__name__)
 
-HEARTBEAT_EVERY_S = 2.0
-"""Well under `agentkeel.workflows.policies.LLM_HEARTBEAT` (10 s): a dead worker is noticed within it."""
 MAX_RESULT_BYTES = 1_500_000
 """Temporal refuses payloads over 2 MB: a bigger answer fails for good instead of retrying forever."""
 MIN_CIRCUIT_WAIT_S = 0.5

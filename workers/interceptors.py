@@ -24,7 +24,7 @@ from temporalio.worker import (
     Interceptor,
 )
 
-from agentkeel.activities.heartbeat import heartbeating
+from agentkeel.activities.heartbeat import HEARTBEAT_EVERY_S, heartbeating
 
 
 def activity_log_context(info: activity.Info, args: tuple[Any, ...] | list[Any]) -> dict[str, Any]:
@@ -55,10 +55,6 @@ def activity_log_context(info: activity.Info, args: tuple[Any, ...] | list[Any])
     return fields
 
 
-AUTO_HEARTBEAT_MAX_S = 2.0
-"""Longest gap between the automatic heartbeats of an activity that has a heartbeat timeout."""
-
-
 class _ContextActivityInbound(ActivityInboundInterceptor):
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         info = activity.info()
@@ -70,7 +66,7 @@ class _ContextActivityInbound(ActivityInboundInterceptor):
             # Heartbeat for the activity while it runs: a worker that dies is then noticed
             # within the heartbeat timeout, and a retry is scheduled at once instead of
             # after the whole start-to-close timeout. Activities need not heartbeat themselves.
-            async with heartbeating(min(AUTO_HEARTBEAT_MAX_S, timeout.total_seconds() / 3)):
+            async with heartbeating(min(HEARTBEAT_EVERY_S, timeout.total_seconds() / 3)):
                 return await self.next.execute_activity(input)
 
 

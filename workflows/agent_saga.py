@@ -171,9 +171,8 @@ class AgentSagaWorkflow:
         had_work = len(book.saga) > 0
         self._desk.close()
         if had_work:
-            book.set_status(SagaStatus.COMPENSATING)
             book.waiting_for = "compensations"
-            book.update_details()
+            book.set_status(SagaStatus.COMPENSATING)  # writes the details, with what it waits for
         outcome = await book.saga.compensate()
         book.waiting_for = None
         if outcome.uncompensated:
