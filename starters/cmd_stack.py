@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import contextlib
 import importlib.util
-import os
 import signal
 import subprocess
 import sys
@@ -32,13 +31,12 @@ from agentkeel.dev.devserver import (
 )
 from agentkeel.search_attributes import cli_types
 from agentkeel.settings import (
-    ConfigError,
     Settings,
     clear_server_state,
-    load_settings,
     write_server_state,
 )
 from agentkeel.starters.cli import CliError
+from agentkeel.starters.cli_common import load_cli_settings
 from agentkeel.starters.exit_codes import ExitCode
 from agentkeel.temporal import TemporalUnavailable, connect
 
@@ -136,13 +134,6 @@ def _server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--codec-endpoint", default=None, metavar="URL", help="remote codec for the Web UI")
 
 
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigError as exc:
-        raise CliError(str(exc)) from None
-
-
 def _dev_server(args: argparse.Namespace, settings: Settings, **kwargs: object) -> DevServer:
     return DevServer(
         ip=args.ip,
@@ -192,7 +183,7 @@ class _Relay(threading.Thread):
 
 
 async def _server(args: argparse.Namespace) -> int:
-    settings = _settings()
+    settings = load_cli_settings()
     server = _dev_server(args, settings, stderr=subprocess.PIPE)
     if is_listening(server._client_host, server.port):
         if await answers(server.address):
@@ -255,7 +246,7 @@ async def _worker(args: argparse.Namespace) -> int:
     from agentkeel.workers.metrics import MetricsBindError
     from agentkeel.workers.worker import run_worker
 
-    settings = _with_apps(_settings(), args.app)
+    settings = _with_apps(load_cli_settings(), args.app)
     try:
         await run_worker(settings, task_queue=args.task_queue, metrics_bind=args.metrics)
     except TemporalUnavailable as exc:
@@ -354,15 +345,13 @@ def _llm_available() -> bool:
 
 
 async def _dev(args: argparse.Namespace) -> int:
-    settings = _with_apps(_settings(), args.app)
+    settings = _with_apps(load_cli_settings(), args.app)
     server = _dev_server(args, settings)
     env = server.environ()
     env["PYTHONUNBUFFERED"] = "1"
     if settings.apps:
         # The children (worker, provider) read the apps as a user's keel.toml would give them.
         env["KEEL_APPS"] = ",".join(settings.apps)
-        # `--app mymodule` names a module of the current folder, as `keel worker --app` finds it.
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), env.get("PYTHONPATH", "")) if p)
     log_format = "console" if sys.stdout.isatty() else "json"
     common = ["--log-format", log_format]
 

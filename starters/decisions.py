@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ValidationError
 from temporalio.client import WorkflowHandle
 
@@ -76,10 +77,15 @@ class RunDecisions:
         return view.pending_review.request_id
 
     def _signature(
-        self, request_id: str, decision: str, reviewer: str, arguments: dict[str, Any] | None
+        self,
+        key: Ed25519PrivateKey,
+        request_id: str,
+        decision: str,
+        reviewer: str,
+        arguments: dict[str, Any] | None,
     ) -> str | None:
         return signature_for(
-            self._keel.signing_key(),
+            key,
             workflow_id=self.workflow_id,
             request_id=request_id,
             decision=decision,
@@ -110,14 +116,15 @@ class RunDecisions:
         except ValidationError as exc:
             raise InvalidInput(f"invalid decision: {format_validation_error(exc)}") from None
         check_payload_size("review decision", review)
-        if self._keel.signing_key() is not None:
+        key = self._keel.signing_key()  # read once: the file is parsed on each call
+        if key is not None:
             # The signature covers the request id, so it must be known before signing: the one
             # case that asks the run first. Unsigned, the validator picks the pending request.
             request_id = request_id or await self._pending_request_id()
             review = review.model_copy(
                 update={
                     "request_id": request_id,
-                    "signature": self._signature(request_id, decision, name, arguments),
+                    "signature": self._signature(key, request_id, decision, name, arguments),
                 }
             )
         outcome = await self._send_review(review)
@@ -222,9 +229,10 @@ class RunDecisions:
     ) -> None:
         who = _reviewer_name(reviewer)
         signature = None
-        if self._keel.signing_key() is not None:
+        key = self._keel.signing_key()
+        if key is not None:
             request_id = request_id or await self._pending_request_id()
-            signature = self._signature(request_id, name, who, None)
+            signature = self._signature(key, request_id, name, who, None)
         model = ApproveSignal if name == "approve" else RejectSignal
         payload = model(reviewer=who, request_id=request_id, signature=signature, **fields)
         await self._signal(name, payload)

@@ -8,14 +8,13 @@ itself says when the run does not exist or has ended.
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agentkeel.starters import render
 from agentkeel.starters.cli_common import CliError, connect, errors, out, parse_json_object, print_started
 from agentkeel.starters.client import RunHandle
-from agentkeel.starters.reviewer import REVIEWER_KEY_ENV, resolve_reviewer
+from agentkeel.starters.reviewer import resolve_reviewer
 
 
 async def _decide(args: argparse.Namespace, decide: Callable[[RunHandle], Awaitable[Any]]) -> int:
@@ -24,9 +23,10 @@ async def _decide(args: argparse.Namespace, decide: Callable[[RunHandle], Awaita
     except ValueError as exc:
         raise CliError(str(exc)) from None
     args.reviewer = who.name
-    signed = bool(os.environ.get(REVIEWER_KEY_ENV))
-    as_who = f"as {who.name} (from {who.source}{', signed' if signed else ''})"
     async with connect() as keel:
+        # The key the decision is signed with, as the client finds it (KEEL_REVIEWER_KEY).
+        signed = keel.signing_key() is not None
+        as_who = f"as {who.name} (from {who.source}{', signed' if signed else ''})"
         # No look first: the decision itself finds out whether the run exists (one RPC).
         run = keel.handle(args.workflow_id)
         outcome = await decide(run)
