@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentkeel.contracts import AgentSpec, Budget, ReviewPolicy, TeamSpec, ToolSpec
+from agentkeel.conversation import ContextPolicy
 from agentkeel.tools import Tool
 
 
@@ -33,7 +34,9 @@ class Agent:
         tools: `@tool` objects (or the names of tools a YAML team lists).
         handoffs: Agents it may transfer to: `Agent` objects, or names of agents of the team.
         output_schema: When set, the final answer must be JSON fitting this schema.
-        context: Extra `AgentSpec` fields (temperature, max_tokens...).
+        context: What the model is sent of the conversation: a `ContextPolicy` or its fields
+            (`{"max_tokens": 8000, "strategy": "summarize"}`); default every message.
+        extra: Extra `AgentSpec` fields (temperature, max_tokens...).
     """
 
     name: str
@@ -42,6 +45,7 @@ class Agent:
     tools: Sequence[Tool | str] = ()
     handoffs: Sequence[Agent | str] = ()
     output_schema: dict[str, Any] | None = None
+    context: ContextPolicy | dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def spec(self) -> AgentSpec:
@@ -53,6 +57,7 @@ class Agent:
             tools=[t.name if isinstance(t, Tool) else t for t in self.tools],
             handoffs=[a.name if isinstance(a, Agent) else a for a in self.handoffs],
             output_schema=self.output_schema,
+            context=ContextPolicy.model_validate(self.context) if self.context is not None else None,
             **self.extra,
         )
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from agentkeel.conversation import ContextPolicy, ContextReport, ConversationRef, SummaryRef
 from agentkeel.names import HANDOFF_TOOL_PREFIX
 from agentkeel.review_conditions import parse_condition
 from agentkeel.schemas import schema_error
@@ -56,6 +57,9 @@ class ChatMessage(_Model):
     name: str | None = None
     tool_calls: list[ToolCall] = Field(default_factory=list)
     tool_call_id: str | None = None
+    content_ref: str | None = None
+    """When set, `content` is a preview and the whole content is stored under this reference
+    (a large tool result); the store layer sends the model the whole content."""
 
 
 class ToolSchema(_Model):
@@ -79,6 +83,8 @@ class LLMRequest(_Model):
         correlation_id: Carried to logs and the `X-Correlation-ID` header.
         idempotency_key: Sent as `Idempotency-Key`; stable across retries of one step.
         agent: Name of the agent asking; sent as `X-Keel-Agent` so scripted providers can match on it.
+        conversation: When set, the conversation is stored: `messages` are only the new ones since
+            `conversation.head`, and the worker's store layer gives the model the whole of it.
     """
 
     model: str = "default"
@@ -90,10 +96,16 @@ class LLMRequest(_Model):
     correlation_id: str
     idempotency_key: str
     agent: str | None = None
+    conversation: ConversationRef | None = None
 
 
 class LLMResult(_Model):
-    """Output of the `call_llm` activity."""
+    """Output of the `call_llm` activity.
+
+    For a request with a stored conversation, `head` is the conversation after this answer,
+    `content` is shortened to a preview when the answer also calls tools (the whole answer is
+    stored), and `context` says what the model was sent.
+    """
 
     content: str | None = None
     tool_calls: list[ToolCall] = Field(default_factory=list)
@@ -105,6 +117,9 @@ class LLMResult(_Model):
     model: str = ""
     attempt: int = 1
     latency_ms: float = 0.0
+    head: str | None = None
+    prompt_ref: str | None = None
+    context: ContextReport | None = None
 
     @property
     def tokens(self) -> int:
@@ -127,6 +142,8 @@ class ToolRequest(_Model):
         workflow_id: The run's workflow id.
         step: Step number within the run.
         agent: The agent that called the tool.
+        store_result: The run keeps its conversation in the store: a large result is stored by
+            the worker and returned as `output_ref` with a preview.
     """
 
     arguments: dict[str, Any] = Field(default_factory=dict)
@@ -135,13 +152,20 @@ class ToolRequest(_Model):
     workflow_id: str = ""
     step: int = 0
     agent: str = ""
+    store_result: bool = False
 
 
 class ToolResult(_Model):
-    """Output of a tool activity: `output` goes back to the model as the tool message."""
+    """Output of a tool activity: `output` goes back to the model as the tool message.
+
+    A large output of a run that stores its conversation is stored whole by the worker:
+    `output` is then empty, `output_ref` names the stored JSON text, and `summary` previews it.
+    """
 
     output: dict[str, Any] = Field(default_factory=dict)
     summary: str = ""
+    output_ref: str | None = None
+    output_bytes: int = 0
 
 
 class CompensationRequest(_Model):
@@ -153,6 +177,8 @@ class CompensationRequest(_Model):
     arguments: dict[str, Any] = Field(default_factory=dict)
     result: dict[str, Any] = Field(default_factory=dict)
     reason: str = ""
+    result_ref: str | None = None
+    """The stored result, when it was too large to carry: the worker fills `result` from it."""
 
 
 class ResolveTeamRequest(_Model):
@@ -236,6 +262,8 @@ class AgentSpec(_Model):
     output_schema: dict[str, Any] | None = None
     temperature: float | None = None
     max_tokens: int | None = None
+    context: ContextPolicy | None = None
+    """What the model is sent of the conversation (default: all of it)."""
 
     @field_validator("name")
     @classmethod
@@ -362,6 +390,33 @@ class TeamSpec(_Model):
 # --------------------------------------------------------------------------- saga
 
 
+class ConversationState(_Model):
+    """A stored conversation as the workflow holds it: a head reference and what came since.
+
+    Its size does not depend on the conversation's length: continue-as-new carries it as it is,
+    so the next run's agents see the same conversation.
+    """
+
+    head: str | None = None
+    """The stored conversation (a chain head); None until the first LLM turn stored it."""
+    pending: list[ChatMessage] = Field(default_factory=list)
+    """Messages added since `head` (tool results, handoff notes), stored by the next LLM turn."""
+    pending_tokens: int = 0
+    """Estimated tokens of `pending` (stored tool results counted whole)."""
+    messages: int = 0
+    """Messages in the stored conversation (as of `head`)."""
+    prompts: dict[str, str] = Field(default_factory=dict)
+    """Per agent, the stored reference of its instructions and tools."""
+    summaries: dict[str, SummaryRef] = Field(default_factory=dict)
+    """Per agent with a `summarize` context policy, the summary in force."""
+    next_tokens: dict[str, int] = Field(default_factory=dict)
+    """Per agent, the estimated tokens its next request sends (before `pending`)."""
+    left_out: dict[str, int] = Field(default_factory=dict)
+    """Per agent, messages its last request left out (the transcript says when this changes)."""
+    summarized_at: dict[str, int] = Field(default_factory=dict)
+    """Per agent, the conversation's length when its last summarize turn ran."""
+
+
 class PendingCompensation(_Model):
     """A compensation registered by a finished step and not yet run."""
 
@@ -410,6 +465,8 @@ class SagaCheckpoint(_Model):
     """How many runs (continue-as-new generations) this saga has had."""
     key_scope: str | None = None
     """Prefix of the run's idempotency keys, kept so keys stay stable across continue-as-new."""
+    conversation: ConversationState | None = None
+    """The stored conversation (runs since the conversation store); `messages` is then unused."""
 
     @model_validator(mode="before")
     @classmethod

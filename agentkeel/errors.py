@@ -24,6 +24,9 @@ TOOL_INVALID_ARGUMENTS = "ToolInvalidArguments"
 """A tool refused its arguments: non-retryable (the workflow returns the error to the model)."""
 TOOL_FAILED = "ToolFailed"
 """A tool failed for good (business rule): non-retryable, the saga compensates."""
+CONVERSATION_STORE = "ConversationStoreError"
+"""The conversation store failed: retryable when unreachable, non-retryable when content is missing
+or altered (the run then fails and compensates, instead of retrying forever)."""
 UNKNOWN_TEAM = "UnknownTeam"
 """`resolve_team` was asked for a team that is not registered: non-retryable."""
 

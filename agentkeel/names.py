@@ -54,3 +54,8 @@ def activity_name(fn: object, default: str = "activity") -> str:
     """The name an `@activity.defn` callable is registered under (its `__name__` when undecorated)."""
     defn = getattr(fn, "__temporal_activity_definition", None)
     return str(getattr(defn, "name", None) or getattr(fn, "__name__", default))
+
+
+SUMMARIZE_AGENT_SUFFIX = ":summarize"
+"""Appended to the agent's name (`X-Keel-Agent`) in a context policy's summarize request, so
+providers and test doubles can tell it from one of the agent's turns."""

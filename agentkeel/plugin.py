@@ -23,7 +23,7 @@ from typing import Any
 
 from temporalio.contrib.pydantic import PydanticPayloadConverter
 from temporalio.plugin import SimplePlugin
-from temporalio.worker import WorkerConfig
+from temporalio.worker import Interceptor, WorkerConfig
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from agentkeel.app import ActivitySet, App, resolve_apps
@@ -45,6 +45,7 @@ PASSTHROUGH_MODULES: tuple[str, ...] = (
     # The platform's deterministic, side-effect-free core: contracts and names. Not `agentkeel`
     # as a whole: the workflows' own modules (`agentkeel.workflows.*`) run inside the sandbox.
     "agentkeel.contracts",
+    "agentkeel.conversation",
     "agentkeel.errors",
     "agentkeel.names",
     "agentkeel.schemas",
@@ -160,9 +161,13 @@ class AgentkeelPlugin(SimplePlugin):
         existing_activities = config.get("activities")
         config = super().configure_worker({**config, "workflows": [], "activities": []})
         config["workflows"] = _merge(existing_workflows, config.get("workflows") or [], _workflow_name)
-        config["interceptors"] = _merge([], config.get("interceptors") or [], lambda i: type(i).__qualname__)
         built = self.build_activities()
         self._open.append(built)
+        config["interceptors"] = _merge(
+            [],
+            [*(config.get("interceptors") or []), self._store_interceptor(built)],
+            lambda i: type(i).__qualname__,
+        )
         config["activities"] = _merge(existing_activities, built.activities, activity_name)
         # `@tool` sync functions run on the tool pool (sized here, once per process); activities
         # written as plain sync functions run on the worker's executor.
@@ -172,6 +177,16 @@ class AgentkeelPlugin(SimplePlugin):
                 max_workers=self.settings.max_concurrent_activities
             )
         return config
+
+    def _store_interceptor(self, built: ActivitySet) -> Interceptor:
+        """The worker's conversation store, behind the interceptor that resolves and stores content."""
+        from agentkeel.activities.conversation import ConversationLayer
+        from agentkeel.store import open_store
+        from agentkeel.workers.store_interceptor import StoreInterceptor
+
+        store = open_store(self.settings)
+        built.closers.append(store.aclose)
+        return StoreInterceptor(ConversationLayer(store))
 
     @asynccontextmanager
     async def _run_context(self) -> AsyncIterator[None]:

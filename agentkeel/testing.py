@@ -49,7 +49,7 @@ from agentkeel.contracts import (
     TeamSpec,
     ToolCall,
 )
-from agentkeel.names import CALL_LLM_ACTIVITY, HANDOFF_TOOL_PREFIX
+from agentkeel.names import CALL_LLM_ACTIVITY, HANDOFF_TOOL_PREFIX, SUMMARIZE_AGENT_SUFFIX
 from agentkeel.outcomes import saga_result
 from agentkeel.plugin import AgentkeelPlugin
 from agentkeel.search_attributes import ALL_KEYS
@@ -116,6 +116,9 @@ class ScriptedModel:
 
     The turn is read from the conversation (the number of answers the model gave before), so a
     retried call gets the same reply. After the list, the model answers "Done." (ending the run).
+    (With a `truncate_oldest` or `summarize` context policy the model is not sent every answer:
+    script such runs with a function.) Summarize requests are answered with a short summary
+    and kept apart, in `summarize_requests`.
 
     Attributes:
         requests: Every request received, for assertions (`len(model.requests[-1].messages)`).
@@ -125,9 +128,17 @@ class ScriptedModel:
         """Script the model (see the class docstring)."""
         self.script = script
         self.requests: list[LLMRequest] = []
+        self.summarize_requests: list[LLMRequest] = []
 
     def reply(self, request: LLMRequest) -> LLMResult:
-        """The scripted answer to `request`."""
+        """The scripted answer to `request` (a summary, for a context policy's summarize request)."""
+        if (request.agent or "").endswith(SUMMARIZE_AGENT_SUFFIX):
+            # Written for a `summarize` context policy, not a turn of the script.
+            self.summarize_requests.append(request)
+            text = request.messages[-1].content or ""
+            return LLMResult(
+                content=f"summary of {len(text)} characters", provider="scripted", model="scripted"
+            )
         self.requests.append(request)
         if callable(self.script):
             spec = self.script(request)

@@ -14,6 +14,7 @@ from agentkeel.contracts import (
     SAGA_CHECKPOINT_RETIRED,
     ChatMessage,
     CompensationRequest,
+    ConversationState,
     PendingCompensation,
     RejectedSignal,
     ReviewRecord,
@@ -22,6 +23,7 @@ from agentkeel.contracts import (
     StepRecord,
     TranscriptEntry,
 )
+from agentkeel.conversation import SummaryRef
 from agentkeel.workflows.runbook import TRANSCRIPT_KEEP, RunBook, initial_state
 from tests.saga_doubles import travel_team
 
@@ -29,6 +31,9 @@ pytestmark = pytest.mark.unit
 
 AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
+
+
+REF_A, REF_B, REF_C, REF_D = (f"sha256:{c * 64}" for c in "abcd")
 
 
 def full_checkpoint() -> SagaCheckpoint:
@@ -79,6 +84,19 @@ def full_checkpoint() -> SagaCheckpoint:
         escalated=True,
         runs=2,
         key_scope="keel-x:run-1",
+        conversation=ConversationState(
+            head=REF_A,
+            pending=[
+                ChatMessage(role="tool", tool_call_id="c1", name="flights", content="pre", content_ref=REF_B)
+            ],
+            pending_tokens=512,
+            messages=41,
+            prompts={"planner": REF_C},
+            summaries={"planner": SummaryRef(ref=REF_D, covers=12, preview="the traveller wants")},
+            next_tokens={"planner": 900},
+            left_out={"planner": 11},
+            summarized_at={"planner": 39},
+        ),
     )
 
 
@@ -133,6 +151,20 @@ def test_a_checkpoint_compacts_the_conversation_and_the_transcript():
     assert checkpoint.messages[0].content == "m0"
     assert len(checkpoint.transcript) == TRANSCRIPT_KEEP
     assert checkpoint.transcript[-1].content == f"t{TRANSCRIPT_KEEP + 9}"
+
+
+def test_a_stored_conversation_crosses_continue_as_new_whole():
+    # Its head reference stands for every message: nothing is compacted, however long the run.
+    carried = full_checkpoint().model_copy(update={"messages": []})
+    book = RunBook(request_with(carried), initial_state(request_with(carried)), pending_review=lambda: None)
+    for i in range(3):
+        book.add_message(ChatMessage(role="user", content=f"note {i}"))
+    checkpoint = book.checkpoint()
+    assert checkpoint.messages == []
+    assert checkpoint.conversation is not None and carried.conversation is not None
+    assert checkpoint.conversation.head == REF_A
+    assert [m.content for m in checkpoint.conversation.pending] == ["pre", "note 0", "note 1", "note 2"]
+    assert checkpoint.conversation.pending_tokens > carried.conversation.pending_tokens
 
 
 def test_a_fresh_run_starts_from_its_request():

@@ -26,10 +26,6 @@ with workflow.unsafe.imports_passed_through():
         CompensationRequest,
         LLMRequest,
         LLMResult,
-        ReviewKind,
-        ReviewOutcome,
-        ReviewRecord,
-        ReviewRequest,
         ToolCall,
         ToolRequest,
         ToolResult,
@@ -38,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from agentkeel.names import CALL_LLM_ACTIVITY, HANDOFF_TOOL_PREFIX
     from agentkeel.schemas import parse_json_object
-    from agentkeel.search_attributes import KEEL_AGENT, KEEL_COST_USD, KEEL_TOKENS, SagaStatus
+    from agentkeel.search_attributes import KEEL_AGENT, KEEL_COST_USD, KEEL_TOKENS
 
 # The workflow's own helper modules run inside the sandbox, like the workflow itself.
 from agentkeel.workflows.conversation import handoff_tool, is_ping_pong
@@ -52,9 +48,11 @@ from agentkeel.workflows.policies import (
     tool_retry,
     tool_timeout,
 )
-from agentkeel.workflows.review import ReviewDecision, ReviewDesk, describe_request
+from agentkeel.workflows.review import ReviewDesk
 from agentkeel.workflows.runbook import RunBook
 from agentkeel.workflows.saga import Compensation
+from agentkeel.workflows.step_review import StepReviewer
+from agentkeel.workflows.stored_conversation import StoredConversation
 from agentkeel.workflows.tool_review import needs_review
 
 _FINAL_ANSWER_SCHEMA = {
@@ -77,6 +75,8 @@ class AgentLoop:
         self._book = book
         self._state = book.state
         self._desk = desk
+        self._stored = StoredConversation(book) if book.state.conversation is not None else None
+        self._reviewer = StepReviewer(book, desk)
 
     async def run(self) -> str:
         """Run turns until an agent gives its final answer; returns it.
@@ -93,9 +93,12 @@ class AgentLoop:
             await self._check_budget()
             agent = team.agent(state.active_agent)
             llm = await self._call_llm(agent)
-            book.add_message(
-                ChatMessage(role="assistant", name=agent.name, content=llm.content, tool_calls=llm.tool_calls)
-            )
+            if self._stored is None:  # a stored conversation got the answer from `call_llm` itself
+                book.add_message(
+                    ChatMessage(
+                        role="assistant", name=agent.name, content=llm.content, tool_calls=llm.tool_calls
+                    )
+                )
             book.transcript_add("message", agent=agent.name, role="assistant", content=llm.content)
             if not llm.tool_calls:
                 output = await self._final_answer(agent, llm)
@@ -127,17 +130,35 @@ class AgentLoop:
         if budget.on_exhausted == "stop":
             raise Halt(problem)
         # Approving grants one more budget's worth; rejecting compensates.
-        await self._review("budget", state.active_agent, reasoning=problem)
+        await self._reviewer.review("budget", state.active_agent, reasoning=problem)
         state.budget_extensions += 1
 
     # ------------------------------------------------------------------ LLM turns
 
     async def _call_llm(self, agent: AgentSpec) -> LLMResult:
-        book, state = self._book, self._state
+        state, stored = self._state, self._stored
+        if stored is not None and stored.needs_summary(agent):
+            state.step += 1
+            request = stored.summarize_request(agent, self._llm_request(agent, state.step))
+            summary = await self._llm_turn(agent, request, f"{agent.name} is summarizing the conversation")
+            stored.absorb_summary(agent, summary)
         state.step += 1
+        request = self._llm_request(agent, state.step)
+        if stored is not None:
+            request = stored.request(agent, request)
+        result = await self._llm_turn(
+            agent, request, f"{agent.name} is thinking (LLM turn {state.turns + 1})"
+        )
+        state.turns += 1
+        if stored is not None:
+            stored.absorb(agent, result)
+        return result
+
+    async def _llm_turn(self, agent: AgentSpec, request: LLMRequest, doing: str) -> LLMResult:
+        """Run one `call_llm` activity through outages; count its tokens and cost and record it."""
+        book, state = self._book, self._state
         step = state.step
-        request = self._llm_request(agent, step)
-        book.waiting_for = f"{agent.name} is thinking (LLM turn {state.turns + 1})"
+        book.waiting_for = doing
         book.update_details()
         started = workflow.now()
         try:
@@ -150,7 +171,6 @@ class AgentLoop:
             if is_outage(exc):
                 raise Halt(f"LLM provider unavailable for too long: {book.last_error}") from None
             raise Halt(f"LLM call of {agent.name} failed: {book.last_error}") from None
-        state.turns += 1
         state.tokens += result.tokens
         state.cost_usd += result.cost_usd
         book.waiting_for = None
@@ -224,7 +244,7 @@ class AgentLoop:
                 )
                 return None
         if self._book.team.review.final_answer:
-            record = await self._review(
+            record = await self._reviewer.review(
                 "final_answer",
                 agent.name,
                 arguments={"answer": content},
@@ -258,7 +278,7 @@ class AgentLoop:
             return None
         request = self._tool_request(agent, arguments, self._state.step + 1)
         if await needs_review(team, spec, request):
-            record = await self._review(
+            record = await self._reviewer.review(
                 "tool",
                 agent.name,
                 tool=spec.name,
@@ -319,10 +339,25 @@ class AgentLoop:
         finally:
             book.waiting_for = None
         if comp is not None:
-            comp.arg = comp.arg.model_copy(update={"result": result.output})
-        self._tool_message(call, json.dumps(result.output, sort_keys=True))
+            comp.arg = comp.arg.model_copy(update={"result": result.output, "result_ref": result.output_ref})
+        if result.output_ref is not None:  # stored by the worker: history keeps a reference and a preview
+            message = ChatMessage(
+                role="tool",
+                tool_call_id=call.id,
+                name=call.name,
+                content=result.summary,
+                content_ref=result.output_ref,
+            )
+            book.add_message(message, size=result.output_bytes)
+        else:
+            self._tool_message(call, json.dumps(result.output, sort_keys=True))
         book.record("tool", agent.name, spec.name, step=step, detail=result.summary, started=started)
-        book.transcript_add("tool_result", agent=agent.name, content=result.summary, data=result.output)
+        data = (
+            result.output
+            if result.output_ref is None
+            else {"ref": result.output_ref, "bytes": result.output_bytes}
+        )
+        book.transcript_add("tool_result", agent=agent.name, content=result.summary, data=data)
         book.update_details()
 
     def _register_compensation(
@@ -353,6 +388,7 @@ class AgentLoop:
             workflow_id=workflow.info().workflow_id,
             step=step,
             agent=agent.name,
+            store_result=self._stored is not None,
         )
 
     async def _execute_tool(
@@ -403,94 +439,3 @@ class AgentLoop:
         book.transcript_add("tool_error", agent=state.active_agent, content=problem)
         if state.tool_errors > book.team.max_tool_errors:
             raise Halt(f"too many invalid tool calls ({state.tool_errors}); last: {problem}")
-
-    # ------------------------------------------------------------------ human review
-
-    async def _review(
-        self,
-        kind: ReviewKind,
-        agent: str,
-        *,
-        tool: str | None = None,
-        arguments: dict[str, Any] | None = None,
-        reasoning: str = "",
-        parameters: dict[str, Any] | None = None,
-    ) -> ReviewRecord:
-        """Wait for a person's decision on a step; returns it when approved.
-
-        Raises:
-            Halt: The step was rejected, or nobody decided before the deadline.
-        """
-        state = self._state
-        request = ReviewRequest(
-            request_id=f"rv-{state.step + 1}-{str(workflow.uuid4())[:8]}",
-            kind=kind,
-            agent=agent,
-            tool=tool,
-            arguments=arguments or {},
-            reasoning=reasoning,
-            tokens=state.tokens,
-            cost_usd=round(state.cost_usd, 6),
-            requested_at=workflow.now(),
-            parameters=parameters,
-        )
-        self._desk.open(request)
-        self._book.waiting_for = f"a reviewer: {describe_request(request)} (review {request.request_id})"
-        self._book.set_status(SagaStatus.AWAITING_REVIEW)
-        workflow.logger.info("awaiting review", extra={"request_id": request.request_id, "tool": tool})
-        decision = await self._desk.wait_for_decision()
-        return self._apply_decision(request, decision)
-
-    def _apply_decision(self, request: ReviewRequest, decision: ReviewDecision) -> ReviewRecord:
-        book, state = self._book, self._state
-        record = ReviewRecord(
-            request_id=request.request_id,
-            kind=request.kind,
-            tool=request.tool,
-            decision=decision.decision,
-            reviewer=decision.reviewer,
-            comment=decision.comment,
-            arguments=decision.arguments,
-            via=decision.via,
-            at=workflow.now(),
-        )
-        state.reviews.append(record)
-        self._desk.close()
-        book.waiting_for = None
-        book.transcript_add(
-            "decision",
-            agent=request.agent,
-            content=decision.comment,
-            data={
-                "request_id": request.request_id,
-                "decision": decision.decision,
-                "reviewer": decision.reviewer,
-                **({"arguments": decision.arguments} if decision.arguments is not None else {}),
-            },
-        )
-        state.step += 1
-        what = request.tool or request.kind
-        book.record(
-            "review", request.agent, f"review {what}", detail=f"{decision.decision} by {decision.reviewer}"
-        )
-        approved = decision.decision in ("approve", "edit")
-        book.set_status(SagaStatus.RUNNING if approved else SagaStatus.COMPENSATING)
-        message = (
-            "approved: the run continues" if approved else "rejected: compensating the steps already done"
-        )
-        self._desk.settle(
-            ReviewOutcome(
-                request_id=request.request_id, decision=decision.decision, status=book.status, message=message
-            )
-        )
-        if not approved:
-            why = decision.comment or "no reason given"
-            raise Halt(f"{_step_label(request)} rejected by {decision.reviewer}: {why}", rejected=True)
-        return record
-
-
-def _step_label(request: ReviewRequest) -> str:
-    """`charge_card({"amount_usd": 12})`, `final answer` or `budget`: what a rejection stopped."""
-    if request.tool:
-        return f"{request.tool}({json.dumps(request.arguments, sort_keys=True)})"
-    return request.kind.replace("_", " ")

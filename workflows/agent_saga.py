@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from agentkeel import errors
     from agentkeel.contracts import (
         ChatMessage,
+        ConversationState,
         ResolveTeamRequest,
         ReviewInput,
         ReviewOutcome,
@@ -60,6 +61,10 @@ recorded before it replay with one upsert per change)."""
 _EXECUTION_KEYS = "execution-scoped-keys"
 """Patch id: idempotency keys are `<workflow id>:<first run id>:<step>`, unique to one saga execution
 (before it, `<workflow id>:<step>`, which a run reusing a closed run's id shared with that run)."""
+_CONVERSATION_STORE = "conversation-store"
+"""Patch id: the conversation lives in the conversation store; the run holds its head reference
+(before it, whole conversations went into every `call_llm` input and were compacted to the goal
+and the last 40 messages at continue-as-new)."""
 _FAILED_OUTCOMES = "failed-outcomes"
 """Patch id: runs that did not reach their goal end as Temporal *Failed* with a typed error."""
 _OUTCOME_ERRORS = {
@@ -115,6 +120,11 @@ class AgentSagaWorkflow:
             state.key_scope = (
                 f"{info.workflow_id}:{info.first_execution_run_id}" if scoped else info.workflow_id
             )
+        if state.conversation is None and workflow.patched(_CONVERSATION_STORE):
+            # A run continued from one before the store carries its (compacted) messages: they
+            # become the first pending messages, stored by the first turn.
+            state.conversation = ConversationState(pending=list(state.messages))
+            state.messages = []
 
     async def _halted(self, halt: Halt) -> SagaResult:
         self._book.last_error = halt.reason

@@ -35,12 +35,15 @@ with workflow.unsafe.imports_passed_through():
 
 # The workflow's own helper modules run inside the sandbox, like the workflow itself.
 from agentkeel.workflows.attributes import SearchAttributeWriter
-from agentkeel.workflows.conversation import compact_messages
+from agentkeel.workflows.conversation import compact_messages, estimate_tokens
 from agentkeel.workflows.review import describe_request
 from agentkeel.workflows.saga import Saga
 
 TRANSCRIPT_KEEP = 400
 """Transcript entries carried across continue-as-new (earlier runs keep the full record)."""
+STEPS_KEEP = 400
+"""Step records carried across continue-as-new (earlier runs keep the full record), so what a
+long run carries does not grow with its length."""
 
 
 def initial_state(request: SagaRequest) -> SagaCheckpoint:
@@ -111,6 +114,7 @@ class RunBook:
                     for c in self.saga.pending
                 ],
                 "transcript": state.transcript[-TRANSCRIPT_KEEP:],
+                "steps": state.steps[-STEPS_KEEP:],
                 "runs": state.runs + 1,
             }
         )
@@ -124,9 +128,20 @@ class RunBook:
         self.attrs.flush()
         self.update_details()
 
-    def add_message(self, message: ChatMessage) -> None:
-        """Add a message to the conversation the agents see."""
-        self.state.messages.append(message)
+    def add_message(self, message: ChatMessage, *, size: int | None = None) -> None:
+        """Add a message to the conversation the agents see.
+
+        Args:
+            message: The message.
+            size: Bytes of its stored content, when `message` holds a reference and a preview.
+        """
+        conversation = self.state.conversation
+        if conversation is None:
+            self.state.messages.append(message)
+            return
+        # Stored by the next LLM turn; only the head and these few messages live in history.
+        conversation.pending.append(message)
+        conversation.pending_tokens += estimate_tokens(message, size)
 
     def record(
         self,

@@ -94,7 +94,7 @@ class ContentStore(abc.ABC):
     """
 
     @abc.abstractmethod
-    async def put_many(self, items: Sequence[bytes]) -> list[str]:
+    async def put_many(self, items: Sequence[bytes], *, owner: str | None = None) -> list[str]:
         """Store each item once.
 
         Returns:
@@ -133,9 +133,9 @@ class ContentStore(abc.ABC):
     async def aclose(self) -> None:
         """Release connections. The store must not be used afterwards."""
 
-    async def put(self, data: bytes) -> str:
+    async def put(self, data: bytes, *, owner: str | None = None) -> str:
         """Store `data` once; return its reference `sha256:<hex>`."""
-        (ref,) = await self.put_many([data])
+        (ref,) = await self.put_many([data], owner=owner)
         return ref
 
     async def get(self, ref: str) -> bytes:
@@ -143,9 +143,9 @@ class ContentStore(abc.ABC):
         (data,) = await self.get_many([ref])
         return data
 
-    async def put_json(self, obj: Any) -> str:
+    async def put_json(self, obj: Any, *, owner: str | None = None) -> str:
         """Store the canonical JSON bytes of `obj`; return the reference."""
-        return await self.put(canonical_json(obj))
+        return await self.put(canonical_json(obj), owner=owner)
 
     async def get_json(self, ref: str) -> Any:
         """The JSON value stored under `ref`."""

@@ -58,9 +58,9 @@ class CachedStore(ContentStore):
         if data is not None:
             self.current_bytes -= len(data)
 
-    async def put_many(self, items: Sequence[bytes]) -> list[str]:
+    async def put_many(self, items: Sequence[bytes], *, owner: str | None = None) -> list[str]:
         """Write through to `inner`, then cache what was written (it is about to be read)."""
-        refs = await self.inner.put_many(items)
+        refs = await self.inner.put_many(items, owner=owner)
         for ref, item in zip(refs, items, strict=True):
             self._remember(ref, bytes(item))
         return refs

@@ -97,7 +97,7 @@ class SqliteStore(ContentStore):
 
         return await asyncio.to_thread(locked)
 
-    async def put_many(self, items: Sequence[bytes]) -> list[str]:
+    async def put_many(self, items: Sequence[bytes], *, owner: str | None = None) -> list[str]:
         """Store each item once; return the references in order."""
         refs = [ref_of(bytes(item)) for item in items]
         # Seal outside the lock and the thread: AES-GCM on small messages is microseconds.
