@@ -66,6 +66,11 @@ def _store_failure(exc: StoreError) -> ApplicationError:
     )
 
 
+def _report(**fields: int) -> ContextReport:
+    # Only the figures that are not zero are set, so history carries only those.
+    return ContextReport(**{name: value for name, value in fields.items() if value})
+
+
 @dataclass
 class _Conversation:
     head: str | None
@@ -123,24 +128,23 @@ class ConversationLayer:
             answered = await self._append(conversation.head, [answer], owner, known=conversation.messages)
         except StoreError as exc:
             raise _store_failure(exc) from None
-        content = result.content
-        if result.tool_calls and content:
-            content = preview(content)  # the whole answer is stored; the workflow decides on the calls
-        return result.model_copy(
-            update={
-                "content": content,
-                "head": answered.head,
-                "prompt_ref": prompt_ref,
-                "context": ContextReport(
-                    messages=len(answered.messages),
-                    sent=len(chosen.messages),
-                    left_out=chosen.left_out,
-                    truncated=chosen.truncated,
-                    tokens=chosen.tokens,
-                    next_tokens=chosen.tokens + context_policy.estimate_tokens(answer),
-                ),
-            }
-        )
+        update: dict[str, Any] = {
+            "head": answered.head,
+            "cost_usd": round(result.cost_usd, 9),
+            "context": _report(
+                messages=len(answered.messages),
+                sent=len(chosen.messages),
+                left_out=chosen.left_out,
+                truncated=chosen.truncated,
+                tokens=chosen.tokens,
+                next_tokens=chosen.tokens + context_policy.estimate_tokens(answer),
+            ),
+        }
+        if result.tool_calls and result.content:
+            update["content"] = preview(result.content)  # stored whole; the workflow decides on the calls
+        if ref.prompt_ref is None:
+            update["prompt_ref"] = prompt_ref  # the workflow sends this reference from now on
+        return result.model_copy(update=update)
 
     async def _summarize(
         self,
@@ -152,7 +156,7 @@ class ConversationLayer:
     ) -> LLMResult:
         messages = conversation.messages
         covers = context_policy.summary_span(messages, ref.policy, ref.summary)
-        report = ContextReport(messages=len(messages), summary=ref.summary)
+        report = _report(messages=len(messages))
         if covers == 0:
             return LLMResult(finish_reason="nothing_to_summarize", head=conversation.head, context=report)
         previous = await self._text(ref.summary.ref) if ref.summary else ""
@@ -177,7 +181,7 @@ class ConversationLayer:
                 "content": preview(text),
                 "tool_calls": [],
                 "head": conversation.head,
-                "context": report.model_copy(update={"summary": summary}),
+                "context": _report(messages=len(messages)).model_copy(update={"summary": summary}),
             }
         )
 
@@ -270,9 +274,7 @@ class ConversationLayer:
             ref = await self.store.put(text.encode("utf-8"), owner=owner)
         except StoreError as exc:
             raise _store_failure(exc) from None
-        return ToolResult(
-            output={}, output_ref=ref, output_bytes=size, summary=preview(result.summary or text)
-        )
+        return ToolResult(output_ref=ref, output_bytes=size, summary=preview(result.summary or text))
 
     async def resolve_compensation(self, request: CompensationRequest) -> CompensationRequest:
         """A compensation's request with its original step's stored result filled in."""

@@ -43,6 +43,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
+from temporalio.contrib.pydantic import PydanticPayloadConverter, ToJsonOptions
 from temporalio.converter import (
     DataConverter,
     DefaultFailureConverterWithEncodedAttributes,
@@ -402,6 +403,18 @@ def build_codec(env: Mapping[str, str] | None = None, *, key: str | None = None)
     return CodecChain(codecs)
 
 
+class KeelPayloadConverter(PydanticPayloadConverter):
+    """The pydantic payload converter, leaving out fields a model was not given.
+
+    A field left at its default is not written (`exclude_unset`): decoding restores the
+    default, and history holds only what each payload says (the conversation's references,
+    not a dozen empty fields per activity).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(ToJsonOptions(exclude_unset=True))
+
+
 def build_data_converter(settings_or_env: Settings | Mapping[str, str] | None = None) -> DataConverter:
     """The pydantic data converter with the platform's codec applied.
 
@@ -415,9 +428,9 @@ def build_data_converter(settings_or_env: Settings | Mapping[str, str] | None = 
     Raises:
         CodecConfigError: a key or the threshold is invalid.
     """
-    from temporalio.contrib.pydantic import pydantic_data_converter
-
     from agentkeel.settings import Settings
+
+    pydantic_data_converter = DataConverter(payload_converter_class=KeelPayloadConverter)
 
     if isinstance(settings_or_env, Settings):
         secret = settings_or_env.encryption_key

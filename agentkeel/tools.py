@@ -344,7 +344,7 @@ class Tool:
             context = ToolContext(
                 idempotency_key=request.idempotency_key,
                 correlation_id=request.correlation_id,
-                workflow_id=request.workflow_id,
+                workflow_id=request.workflow_id or activity.info().workflow_id or "",
                 step=request.step,
                 agent=request.agent,
             )

@@ -195,16 +195,17 @@ class AgentLoop:
             for t in (team.tool(n) for n in agent.tools)
         ]
         tools += [handoff_tool(team.agent(target)) for target in agent.handoffs]
+        # Options left unset when the agent has none: history then carries only what is said.
+        options = {"response_schema": agent.output_schema, "temperature": agent.temperature}
+        options["max_tokens"] = agent.max_tokens
         return LLMRequest(
             model=agent.model,
             messages=[ChatMessage(role="system", content=agent.instructions), *self._state.messages],
             tools=tools,
-            response_schema=agent.output_schema,
-            temperature=agent.temperature,
-            max_tokens=agent.max_tokens,
             correlation_id=self._state.correlation_id,
             idempotency_key=self._book.key(step),
             agent=agent.name,
+            **{name: value for name, value in options.items() if value is not None},
         )
 
     async def _execute_llm(self, agent: AgentSpec, request: LLMRequest) -> LLMResult:
@@ -341,12 +342,9 @@ class AgentLoop:
         if comp is not None:
             comp.arg = comp.arg.model_copy(update={"result": result.output, "result_ref": result.output_ref})
         if result.output_ref is not None:  # stored by the worker: history keeps a reference and a preview
+            # No preview in the message: the store layer sends the model the stored content.
             message = ChatMessage(
-                role="tool",
-                tool_call_id=call.id,
-                name=call.name,
-                content=result.summary,
-                content_ref=result.output_ref,
+                role="tool", tool_call_id=call.id, name=call.name, content_ref=result.output_ref
             )
             book.add_message(message, size=result.output_bytes)
         else:
@@ -385,7 +383,8 @@ class AgentLoop:
             arguments=arguments,
             idempotency_key=self._book.key(step),
             correlation_id=self._state.correlation_id,
-            workflow_id=workflow.info().workflow_id,
+            # A stored conversation's tools read the workflow id from their activity's info.
+            **({} if self._stored is not None else {"workflow_id": workflow.info().workflow_id}),
             step=step,
             agent=agent.name,
             store_result=self._stored is not None,

@@ -47,17 +47,21 @@ class StoredConversation:
         """`plain` (the request with the whole conversation) as sent: by reference."""
         conv = self.state
         prompt_ref = conv.prompts.get(agent.name)
+        # Only what is known is set: unset fields are not written to history.
+        ref: dict[str, object] = {"head": conv.head}
+        if prompt_ref:
+            ref["prompt_ref"] = prompt_ref
+        else:
+            ref["system"] = agent.instructions
+        if agent.context is not None:
+            ref["policy"] = agent.context
+        if agent.name in conv.summaries:
+            ref["summary"] = conv.summaries[agent.name]
         return plain.model_copy(
             update={
                 "messages": list(conv.pending),
                 "tools": [] if prompt_ref else plain.tools,
-                "conversation": ConversationRef(
-                    head=conv.head,
-                    system=None if prompt_ref else agent.instructions,
-                    prompt_ref=prompt_ref,
-                    policy=agent.context or ContextPolicy(),
-                    summary=conv.summaries.get(agent.name),
-                ),
+                "conversation": ConversationRef.model_validate(ref),
             }
         )
 
