@@ -167,6 +167,14 @@ class LLMActivities:
             ApplicationError: `LLMRateLimited`, `LLMUnavailable`, `CircuitOpen` (retryable);
                 `LLMBadRequest`, `LLMContextTooLong`, `LLMResponseTooLarge`, `UnknownModelAlias` (not).
         """
+        if request.conversation is not None:
+            # Only the new messages came: without the store layer the model would see a fragment.
+            raise ApplicationError(
+                "this request's conversation is in the conversation store, and this worker has no store "
+                "layer: build the worker with AgentkeelPlugin (Worker(..., plugins=[AgentkeelPlugin()]))",
+                type=errors.CONVERSATION_STORE,
+                non_retryable=True,
+            )
         try:
             chain = self.config.resolve(request.model)
         except UnknownAliasError as exc:

@@ -40,11 +40,12 @@ from agentkeel.examples.travel.ledger import Ledger
 from agentkeel.examples.travel.tools import TravelTools
 from agentkeel.names import IDEMPOTENCY_HEADER
 from agentkeel.outcomes import saga_result
+from agentkeel.plugin import AgentkeelPlugin
 from agentkeel.search_attributes import SagaStatus
+from agentkeel.settings import Settings
 from agentkeel.starters import cli
 from agentkeel.teams import TeamFileError, load_team_file
 from agentkeel.workers.worker import running_worker
-from agentkeel.workflows.registry import ALL_WORKFLOWS
 from tests.fixtures.llm import start_offline_llm, stop_offline_llm
 from tests.saga_doubles import TRAVEL_SCRIPT, ScriptedLLM, saga_worker, start_saga
 
@@ -289,7 +290,9 @@ async def test_tool_no_worker_registers_fails_bounded_and_compensates(client, ta
         t for t in TravelTools(ledger).activities() if t.__temporal_activity_definition.name != "charge_card"
     ]
     acts = [llm.activity(), TeamActivities(None).resolve_team, *tools]
-    async with Worker(client, task_queue=task_queue, workflows=ALL_WORKFLOWS, activities=acts):
+    # The plugin without the platform's activities: the doubles and the partial travel tools run.
+    plugin = AgentkeelPlugin(settings=Settings(home=tmp_path / "home"), apps=[], platform_activities=False)
+    async with Worker(client, task_queue=task_queue, activities=acts, plugins=[plugin]):
         handle = await start_saga(client, task_queue, team=unattended())
         result = await asyncio.wait_for(saga_result(handle), 60)
     ledger.close()
