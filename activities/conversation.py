@@ -218,7 +218,7 @@ class ConversationLayer:
             return _Conversation(head, before)
         refs = await self.store.put_many([canonical_json(message_dict(m)) for m in new], owner=owner)
         new_head = await self.store.put(ConversationChain.node_bytes(head, refs), owner=owner)
-        messages = [*before, *(await self._resolve(new))]
+        messages = [*before, *(await self.resolve(new))]
         self._remember(new_head, messages)
         return _Conversation(new_head, messages)
 
@@ -235,11 +235,12 @@ class ConversationLayer:
             self._recent.move_to_end(head)
             return cached
         stored = [ChatMessage.model_validate(m) for m in await ConversationChain.read(self.store, head)]
-        messages = await self._resolve(stored)
+        messages = await self.resolve(stored)
         self._remember(head, messages)
         return messages
 
-    async def _resolve(self, messages: list[ChatMessage]) -> list[ChatMessage]:
+    async def resolve(self, messages: list[ChatMessage]) -> list[ChatMessage]:
+        """`messages` with each stored content (`content_ref`) read back into `content`."""
         refs = [m.content_ref for m in messages if m.content_ref]
         if not refs:
             return list(messages)

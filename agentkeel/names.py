@@ -26,6 +26,7 @@ REJECT_SIGNAL = "reject"
 STATUS_QUERY = "status"
 """Query of `AgentSagaWorkflow`: status, active agent, pending review, spend, compensations, errors."""
 TRANSCRIPT_QUERY = "transcript"
+CONVERSATION_QUERY = "conversation"
 """Query of `AgentSagaWorkflow`: messages, tool calls, handoffs and decisions, in order."""
 
 WORKFLOW_ID_PREFIX = "keel"

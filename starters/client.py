@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
@@ -80,6 +80,9 @@ from agentkeel.starters.statuses import execution_status_name, parse_status
 from agentkeel.teams import TeamFileError, load_registry, load_team_file
 from agentkeel.validation import format_validation_error
 from agentkeel.workflows.agent_saga import AgentSagaWorkflow
+
+if TYPE_CHECKING:
+    from agentkeel.store import ContentStore
 
 __all__ = [
     "CLOSED_QUERY_TIMEOUT",
@@ -152,6 +155,19 @@ class Keel(RunListing):
         self._namespace = namespace
         self.query_timeout = query_timeout
         self._reviewer_key_path = reviewer_key
+        self._store: ContentStore | None = None
+
+    def store(self) -> ContentStore:
+        """The conversation store of `settings` (opened on first use, closed with the client).
+
+        Raises:
+            agentkeel.store.StoreConfigError: the store URL is invalid.
+        """
+        if self._store is None:
+            from agentkeel.store import open_store
+
+            self._store = open_store(self.settings)
+        return self._store
 
     def signing_key(self) -> Ed25519PrivateKey | None:
         """The key that signs this client's review decisions, or None.
@@ -198,7 +214,9 @@ class Keel(RunListing):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         # Temporal clients hold no per-use resources to release; the runtime outlives them.
-        return None
+        if self._store is not None:
+            await self._store.aclose()
+            self._store = None
 
     @property
     def client(self) -> Client:

@@ -18,9 +18,11 @@ import os
 import signal
 import sys
 
+from temporalio.converter import PayloadCodec
+
 from agentkeel.codec import CodecConfigError, build_codec
 from agentkeel.dev.codec_server import DEFAULT_CORS_ORIGINS, DEFAULT_HOST, DEFAULT_PORT, CodecServer
-from agentkeel.settings import ConfigError, load_settings
+from agentkeel.settings import ConfigError, Settings, load_settings
 from agentkeel.starters.cli_common import CliError
 from agentkeel.starters.exit_codes import ExitCode
 
@@ -51,7 +53,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="ORIGIN",
         help=f"browser origin allowed to call, repeatable (default {', '.join(DEFAULT_CORS_ORIGINS)})",
     )
+    parser.add_argument(
+        "--no-resolve",
+        action="store_true",
+        help="show conversation-store references as they are (default: read them back from the store "
+        "of keel.toml / KEEL_STORE_URL, so the UI shows whole conversations)",
+    )
     parser.set_defaults(func=_codec_server)
+
+
+def _resolving(codec: PayloadCodec, settings: Settings) -> PayloadCodec:
+    """`codec` reading the conversation store's references back (see `agentkeel.dev.codec_resolve`)."""
+    from agentkeel.activities.conversation import ConversationLayer
+    from agentkeel.dev.codec_resolve import ResolvingCodec
+    from agentkeel.store import StoreError, open_store
+
+    try:
+        return ResolvingCodec(codec, ConversationLayer(open_store(settings)))
+    except StoreError as exc:
+        raise CliError(f"cannot open the conversation store: {exc} (or pass --no-resolve)") from None
 
 
 async def _codec_server(args: argparse.Namespace) -> int:
@@ -61,6 +81,8 @@ async def _codec_server(args: argparse.Namespace) -> int:
         codec = build_codec(os.environ, key=secret.get_secret_value() if secret is not None else "")
     except (ConfigError, CodecConfigError) as exc:
         raise CliError(str(exc)) from None
+    if not args.no_resolve:
+        codec = _resolving(codec, settings)
     token = args.token or (settings.codec_token.get_secret_value() if settings.codec_token else "")
     if not token:
         raise CliError(f"no token: set {TOKEN_ENV} (or pass --token)")

@@ -177,6 +177,10 @@ async def cmd_transcript(args: argparse.Namespace) -> int:
     """`keel transcript ID`."""
     async with connect() as keel:
         run = await keel.get(args.workflow_id)
+        if args.conversation:
+            messages = await run.conversation()
+            out(render.to_json(messages) if args.json else render.render_conversation(messages))
+            return 0
         entries = await run.transcript()
         out(render.to_json(entries) if args.json else render.render_transcript(entries))
     return 0
@@ -335,8 +339,13 @@ COMMANDS: tuple[Command, ...] = (
         "transcript",
         cmd_transcript,
         "show a run's messages, tool calls, handoffs and decisions",
-        "Show a run's messages, tool calls, handoffs and decisions.",
-        args=(RUN_ID,),
+        "Show a run's messages, tool calls, handoffs and decisions, stored tool results read back "
+        "from the conversation store. --conversation prints the whole conversation instead, every "
+        "message as the model was given it.",
+        args=(
+            RUN_ID,
+            arg("--conversation", action="store_true", help="the whole conversation, from the store"),
+        ),
     ),
     Command(
         "watch",

@@ -8,6 +8,7 @@ written once, in the workflow.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
-from agentkeel.contracts import SagaRequest, SagaResult, SagaStatusView, TranscriptEntry
+from agentkeel.contracts import ChatMessage, SagaRequest, SagaResult, SagaStatusView, TranscriptEntry
 from agentkeel.outcomes import saga_result_of
 from agentkeel.starters.decisions import RunDecisions
 from agentkeel.starters.errors import (
@@ -80,6 +81,12 @@ async def _stuck_reason(client: Client, desc: WorkflowExecutionDescription) -> s
         ):
             return None
     return None
+
+
+def _stored_ref(entry: TranscriptEntry) -> str | None:
+    """The reference of a tool result the worker stored, when `entry` is one."""
+    ref = entry.data.get("ref") if entry.kind == "tool_result" else None
+    return ref if isinstance(ref, str) and "bytes" in entry.data else None
 
 
 class RunHandle(RunDecisions):
@@ -258,19 +265,57 @@ class RunHandle(RunDecisions):
             last_error=result.reason,
         )
 
-    async def transcript(self) -> list[TranscriptEntry]:
+    async def transcript(self, *, resolve: bool = True) -> list[TranscriptEntry]:
         """The run's `transcript` query: messages, tool calls, handoffs, decisions, in order.
+
+        Args:
+            resolve: Replace each stored tool result (`data` = `{"ref", "bytes"}`) by the whole
+                result, read from the conversation store.
 
         Raises:
             RunNotFound: no such workflow id.
             WorkerUnavailable: no worker answers.
         """
+        entries: list[TranscriptEntry] = await self._query_closed_too(
+            "transcript", AgentSagaWorkflow.transcript
+        )
+        if not resolve or not any(_stored_ref(e) for e in entries):
+            return entries
+        store = self._keel.store()
+        refs = [ref for e in entries if (ref := _stored_ref(e))]
+        texts = dict(zip(refs, await store.get_many(refs), strict=True))
+        return [
+            e.model_copy(update={"data": json.loads(texts[ref])}) if (ref := _stored_ref(e)) else e
+            for e in entries
+        ]
+
+    async def _query_closed_too(self, name: str, query: Any) -> Any:
         execution = await self.execution_status()
         timeout = self._keel.query_timeout
         if execution != WorkflowExecutionStatus.RUNNING:
             timeout = max(timeout, CLOSED_QUERY_TIMEOUT)
-        with rpc_errors(self._query_rpc("transcript", timeout)):
-            return await self._handle.query(AgentSagaWorkflow.transcript, rpc_timeout=timeout)
+        with rpc_errors(self._query_rpc(name, timeout)):
+            return await self._handle.query(query, rpc_timeout=timeout)
+
+    async def conversation(self) -> list[ChatMessage]:
+        """The run's whole conversation, every message as the model was given it, oldest first.
+
+        Read from the conversation store (the run holds only its head reference); runs from
+        before the store return what their last run carried. The agents' system prompts are
+        not messages of the conversation.
+
+        Raises:
+            RunNotFound: no such workflow id.
+            WorkerUnavailable: no worker answers.
+            agentkeel.store.StoreError: the store cannot be read (or its content was reclaimed).
+        """
+        from agentkeel.activities.conversation import ConversationLayer
+
+        state = await self._query_closed_too("conversation", AgentSagaWorkflow.conversation)
+        if state is None:
+            return []
+        layer = ConversationLayer(self._keel.store())
+        return [*(await layer.read(state.head)), *(await layer.resolve(state.pending))]
 
     async def result(self, *, wait: float | None = None) -> SagaResult:  # noqa: ASYNC109
         """Wait for the run to end and return its `SagaResult`.

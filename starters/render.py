@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from agentkeel.contracts import (
+    ChatMessage,
     ReviewOutcome,
     ReviewRequest,
     SagaResult,
@@ -226,6 +227,18 @@ def render_transcript(entries: Sequence[TranscriptEntry]) -> str:
         head = f"#{entry.step:<3} {entry.kind:<12} {who}"
         body = _cut(_entry_body(entry), MAX_CONTENT)
         lines.append(f"{head}: {body}" if body else head)
+    return "\n".join(lines)
+
+
+def render_conversation(messages: Sequence[ChatMessage]) -> str:
+    """The `keel transcript --conversation` view: each message, numbered, its content whole."""
+    if not messages:
+        return "(no stored conversation)"
+    lines = []
+    for number, message in enumerate(messages, start=1):
+        who = message.role + (f" {message.name}" if message.name else "")
+        calls = "".join(f"\n    calls {c.name}({c.arguments})" for c in message.tool_calls)
+        lines.append(f"[{number}] {who}: {message.content or ''}{calls}")
     return "\n".join(lines)
 
 

@@ -24,6 +24,7 @@ from agentkeel.contracts import LLMRequest
 from agentkeel.dev.devserver import DevServer
 from agentkeel.search_attributes import SagaStatus
 from agentkeel.settings import Settings
+from agentkeel.starters.client import Keel
 from agentkeel.store import open_store
 from agentkeel.temporal import connect
 from agentkeel.testing import Reply, ScriptedModel, answer, call, keel_test_env, register_search_attributes
@@ -93,6 +94,11 @@ async def test_a_thousand_turns_continue_as_new_and_the_model_still_gets_every_m
     async with keel_test_env(app, model, env=_Env(early_continue_server), settings=settings) as env:
         handle = await env.start(archive, "Read the archive.")
         result = await handle.result()
+        # The Python API reads the whole conversation back from the store, and whole tool results.
+        async with Keel(early_continue_server, settings=settings) as keel:
+            run = await keel.get(handle.id)
+            conversation = await run.conversation()
+            transcript = await run.transcript()
     assert result.status == SagaStatus.COMPLETED, result.reason
 
     # Every turn's request: the system prompt, the goal, and an answer and a tool result per turn before.
@@ -103,6 +109,13 @@ async def test_a_thousand_turns_continue_as_new_and_the_model_still_gets_every_m
     tool_results = [m.content for m in last.messages if m.role == "tool"]
     assert tool_results == [f'{{"result": "{noise(page)}"}}' for page in range(1, TURNS)]
     assert all(m.content_ref is None for m in last.messages)
+
+    assert len(conversation) == 1 + 2 * (TURNS - 1) + 1
+    assert conversation[-1].content == "All pages read."
+    assert conversation[2].content == f'{{"result": "{noise(1)}"}}'
+    stored_results = [e for e in transcript if e.kind == "tool_result"]
+    assert stored_results and all(len(e.data["result"]) == RESULT_CHARS for e in stored_results)
+    assert stored_results[-1].data == {"result": noise(TURNS - 1)}
 
     # The run continued as new, as Temporal suggested, and no run's history holds a tool result.
     runs = await chain_runs(early_continue_server, handle.id)

@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from agentkeel.names import (
         AGENT_SAGA_WORKFLOW,
         APPROVE_SIGNAL,
+        CONVERSATION_QUERY,
         REJECT_SIGNAL,
         RESOLVE_TEAM_ACTIVITY,
         REVIEW_UPDATE,
@@ -221,6 +222,11 @@ class AgentSagaWorkflow:
     def status(self) -> SagaStatusView:
         """Where the run is: status, active agent, pending review, spend, compensations, errors."""
         return self._book.status_view()
+
+    @workflow.query(name=CONVERSATION_QUERY)
+    def conversation(self) -> ConversationState | None:
+        """The stored conversation's head and the messages since (None for runs before the store)."""
+        return self._book.state.conversation
 
     @workflow.query(name=TRANSCRIPT_QUERY)
     def transcript(self) -> list[TranscriptEntry]:
