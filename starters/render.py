@@ -365,6 +365,9 @@ def render_teams(teams: Mapping[str, TeamSpec]) -> str:
                 extra.append("tools " + ", ".join(agent.tools))
             if agent.handoffs:
                 extra.append("hands off to " + ", ".join(agent.handoffs))
+            context = agent.context
+            if context is not None and context.strategy != "keep_all":
+                extra.append(f"context {context.strategy} at {count(context.max_tokens or 0)} tokens")
             lines.append(f"  {agent.name}{marks}" + (f": {'; '.join(extra)}" if extra else ""))
         for tool in team.tools:
             lines.append(f"  tool {tool.name}: {_tool_policy(team, tool)}")
