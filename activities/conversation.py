@@ -40,7 +40,7 @@ from agentkeel.store.base import CorruptContentError, MissingContentError, Store
 
 INLINE_RESULT_BYTES = 512
 """A tool result up to this size travels in history; a larger one is stored, with a preview."""
-PREVIEW_CHARS = 120
+PREVIEW_CHARS = 80
 """Characters of a stored text kept in history (the transcript, the UI without the codec server)."""
 RECENT_CONVERSATIONS = 256
 """Conversations (by head) whose resolved messages a worker keeps, so a turn reads only what is new."""
@@ -144,7 +144,10 @@ class ConversationLayer:
             update["content"] = preview(result.content)  # stored whole; the workflow decides on the calls
         if ref.prompt_ref is None:
             update["prompt_ref"] = prompt_ref  # the workflow sends this reference from now on
-        return result.model_copy(update=update)
+        # Rebuilt from what is set and not empty, so history carries no `null`s.
+        return LLMResult.model_validate(
+            {**result.model_dump(exclude_unset=True, exclude_none=True), **update}
+        )
 
     async def _summarize(
         self,
