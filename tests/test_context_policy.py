@@ -192,3 +192,35 @@ async def test_a_policy_that_leaves_messages_out_says_so_in_the_transcript(time_
     if strategy == "summarize":
         assert model.summarize_requests, "no summary was written"
         assert any("summary of" in (m.content or "") for r in model.requests for m in r.messages)
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_run_continued_from_one_before_the_store_keeps_its_messages(time_env, tmp_path):
+    # Continue-as-new input written by an earlier version: the conversation inline, compacted.
+    from agentkeel.contracts import SagaCheckpoint, SagaRequest
+    from agentkeel.workflows.agent_saga import AgentSagaWorkflow
+
+    the_team = team("truncate_oldest")
+    carried = [
+        msg("user", "Read twelve pages."),
+        ChatMessage(
+            role="assistant", tool_calls=[ToolCall(id="c1", name="read_page", arguments='{"page": 1}')]
+        ),
+        msg("tool", json.dumps({"result": "page 1: old"}), tool_call_id="c1", name="read_page"),
+    ]
+    checkpoint = SagaCheckpoint(
+        team=the_team.spec, correlation_id="corr", active_agent="reader", messages=carried, runs=2, turns=1
+    )
+    model = ScriptedModel(lambda request: answer("done"))
+    app = App(name="pages", tools=[read_page], teams=[the_team])
+    async with keel_test_env(app, model, env=time_env, settings=Settings(home=tmp_path / "home")) as env:
+        handle = await env.client.start_workflow(
+            AgentSagaWorkflow.run,
+            SagaRequest(goal="Read twelve pages.", team=the_team.spec, checkpoint=checkpoint),
+            id=f"test-{tmp_path.name}",
+            task_queue=env.task_queue,
+        )
+        result = await handle.result()
+    assert result.status == SagaStatus.COMPLETED
+    (first,) = model.requests
+    assert [m.content for m in first.messages[1:]] == [m.content for m in carried]
