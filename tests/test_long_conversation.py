@@ -8,6 +8,8 @@ conversation, the large tool results whole, whichever run of the chain asks.
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import string
 import subprocess
@@ -18,10 +20,12 @@ import pytest
 import pytest_asyncio
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
+from temporalio.worker import Replayer
 
 from agentkeel import Agent, App, Team, tool
 from agentkeel.contracts import LLMRequest
 from agentkeel.dev.devserver import DevServer
+from agentkeel.plugin import AgentkeelPlugin
 from agentkeel.search_attributes import SagaStatus
 from agentkeel.settings import Settings
 from agentkeel.starters.client import Keel
@@ -32,6 +36,7 @@ from agentkeel.testing import Reply, ScriptedModel, answer, call, keel_test_env,
 TURNS = 1000
 RESULT_CHARS = 2048
 SUGGEST_CONTINUE_AS_NEW_EVENTS = 400
+HISTORY_DIR = Path(__file__).parent / "histories"
 
 
 def noise(seed: int) -> str:
@@ -79,10 +84,8 @@ async def early_continue_server() -> AsyncIterator[Client]:
 
 async def chain_runs(client: Client, workflow_id: str) -> list[str]:
     """Run ids of the continue-as-new chain, first to last."""
-    runs: list[str] = []
-    async for execution in client.list_workflows(f"WorkflowId = '{workflow_id}'"):
-        runs.append(execution.run_id)
-    return runs
+    executions = [e async for e in client.list_workflows(f"WorkflowId = '{workflow_id}'")]
+    return [e.run_id for e in sorted(executions, key=lambda e: e.start_time)]
 
 
 @pytest.mark.asyncio(loop_scope="session")
@@ -132,6 +135,15 @@ async def test_a_thousand_turns_continue_as_new_and_the_model_still_gets_every_m
         completed = [e for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED]
         assert all(noise(1)[:200] not in str(e) for e in completed)
     assert max(sizes) < 2 * min(sizes[:-1]), sizes  # every full run of the chain is about the same size
+
+    # Every run of the chain replays; two of them are checked in for later versions to replay.
+    replayer = Replayer(workflows=[], plugins=[AgentkeelPlugin(apps=[])])
+    for name, run_id in (("long_continued_run", runs[1]), ("long_last_run", runs[-1])):
+        history = await early_continue_server.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
+        await replayer.replay_workflow(history)
+        if os.environ.get("KEEL_RECORD_HISTORIES"):
+            compact = json.dumps(json.loads(history.to_json()), separators=(",", ":"))
+            (HISTORY_DIR / f"{name}.json").write_text(compact)
 
     # Stored once each: every message, the chain's nodes, the agent's prompt.
     async with open_store(settings, cache_bytes=0) as store:
