@@ -58,7 +58,9 @@ def find_bindir() -> Path:
             candidates.append(Path(out.stdout.strip()))
     # Debian installs the server outside PATH, one folder per major version: newest first.
     versions = glob.glob("/usr/lib/postgresql/*/bin")
-    newest_first = sorted(versions, key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0)
+    newest_first = sorted(
+        versions, key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0
+    )
     candidates += [Path(p) for p in reversed(newest_first)]
     if shutil.which("initdb"):
         candidates.append(Path(shutil.which("initdb") or "").resolve().parent)
@@ -151,7 +153,16 @@ def start_postgres() -> PostgresServer:
     port = _free_port()
     # Durability off: the data dies with the test session, and fsyncs would dominate the timings.
     settings = ["fsync=off", "synchronous_commit=off", "full_page_writes=off", "listen_addresses=127.0.0.1"]
-    command = [*prefix, str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(root / "socket")]
+    command = [
+        *prefix,
+        str(bindir / "postgres"),
+        "-D",
+        str(data),
+        "-p",
+        str(port),
+        "-k",
+        str(root / "socket"),
+    ]
     command += [arg for setting in settings for arg in ("-c", setting)]
     log = open(root / "server.log", "wb")  # noqa: SIM115 - the server writes it for as long as it runs
     with log:
@@ -208,3 +219,11 @@ async def postgres_url(postgres_server: PostgresServer) -> AsyncIterator[str]:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty store's URL, once per driver: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return str(request.getfixturevalue("postgres_url"))
