@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import SecretStr
 
 from agentkeel.settings import ConfigError, Settings, StoreSettings, load_settings
@@ -399,3 +401,23 @@ def test_store_table_in_keel_toml(tmp_path: Path) -> None:
         config.write_text(text)
         with pytest.raises(ConfigError, match=message):
             load_settings(config, env={})
+
+
+def test_readme_store_section_is_what_the_code_reads(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Conversation store") :]
+    (block,) = re.findall(r"```toml\n(\[store\].*?)```", section, re.S)[:1]
+    (tmp_path / "keel.toml").write_text(block)
+    store = load_settings(tmp_path / "keel.toml", env={}).store
+    assert store == StoreSettings(
+        url="postgresql://agentkeel:agentkeel@localhost:5432/agentkeel", cache_mb=64
+    )
+    assert store == StoreSettings(url=store.url)  # the defaults the README states
+    # The URL temporal-dev.yml's store bootstrap creates (tests/test_store_postgres.py runs it).
+    compose = yaml.safe_load((Path(__file__).resolve().parents[1] / "temporal-dev.yml").read_text())
+    env = compose["services"]["keel-store-schema"]["environment"]
+    assert store.url == (
+        f"postgresql://{env['KEEL_STORE_USER']}:{env['KEEL_STORE_PASSWORD']}@localhost:5432/{env['KEEL_STORE_DB']}"
+    )
+    for command in ("keel store stats", "keel store gc --dry-run --json", "keel store gc --grace 30m"):
+        assert command in section
