@@ -94,7 +94,9 @@ async def test_missing_and_malformed_refs(any_store_url: str, tmp_path: Path) ->
         with pytest.raises(InvalidRefError):
             await ConversationChain.append(store, "not-a-ref", [])
         with pytest.raises(ValueError, match="owner"):
-            await store.put(b"x", owner="")
+            await store.put(b"x", owner=42)  # type: ignore[arg-type]
+        await store.put(b"x", owner="")  # no workflow id: no owner recorded
+        assert await store.owners() == set()
 
 
 async def test_tampered_content_fails_verification(any_store_url: str, tmp_path: Path) -> None:

@@ -87,14 +87,14 @@ def verify(ref: str, data: bytes) -> bytes:
 
 
 def check_owner(owner: str | None) -> str | None:
-    """Return `owner` unchanged when it is None or a non-empty string.
+    """The owner to record: a workflow id, or None for an empty string (no owner) or None.
 
     Raises:
-        ValueError: it is an empty string or not a string.
+        ValueError: it is not a string.
     """
-    if owner is not None and (not isinstance(owner, str) or not owner):
-        raise ValueError(f"an owner is a non-empty workflow id, got {owner!r:.80}")
-    return owner
+    if owner is not None and not isinstance(owner, str):
+        raise ValueError(f"an owner is a workflow id (a string), got {owner!r:.80}")
+    return owner or None
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,7 @@ class CachedStore(ContentStore):
 
     async def put_many(self, items: Sequence[bytes], *, owner: str | None = None) -> list[str]:
         """Write through to `inner` (but for pairs already recorded), then cache what was written."""
-        check_owner(owner)
+        owner = check_owner(owner)
         refs = [ref_of(bytes(item)) for item in items]
         todo = [item for ref, item in zip(refs, items, strict=True) if not self._owned_already(owner, ref)]
         if todo:

@@ -127,7 +127,7 @@ class PostgresStore(ContentStore):
 
     async def put_many(self, items: Sequence[bytes], *, owner: str | None = None) -> list[str]:
         """Store each item once and record `owner` for it; return the references in order."""
-        check_owner(owner)
+        owner = check_owner(owner)
         refs = [ref_of(bytes(item)) for item in items]
         rows: dict[str, tuple[str, bytes, int]] = {}
         for ref, item in zip(refs, items, strict=True):

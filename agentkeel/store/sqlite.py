@@ -110,7 +110,7 @@ class SqliteStore(ContentStore):
 
     async def put_many(self, items: Sequence[bytes], *, owner: str | None = None) -> list[str]:
         """Store each item once and record `owner` for it; return the references in order."""
-        check_owner(owner)
+        owner = check_owner(owner)
         refs = [ref_of(bytes(item)) for item in items]
         # Seal outside the lock and the thread: AES-GCM on small messages is microseconds.
         rows: dict[str, tuple[str, str, bytes, int, float]] = {}
