@@ -101,6 +101,8 @@ async def _open(settings: Settings) -> AsyncIterator[ContentStore]:
         store = open_store(settings, cache_bytes=0)
     except StoreConfigError as exc:
         raise CliError(str(exc), ExitCode.BAD_INPUT) from None
+    except StoreError as exc:
+        raise CliError(str(exc), ExitCode.SERVICE_FAILED) from None
     try:
         yield store
     except StoreError as exc:

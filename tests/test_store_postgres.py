@@ -71,6 +71,20 @@ async def test_an_unreachable_database_is_one_clear_error(tmp_path: Path) -> Non
         await store.aclose()
 
 
+async def test_lost_connections_are_replaced_and_failures_are_store_errors(postgres_url: str) -> None:
+    async with PostgresStore(postgres_url, max_size=1) as store:
+        ref = await store.put(b"before the restart")
+        terminate = (
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = ? AND pid <> pg_backend_pid()"
+        )
+        assert (await store_raw.query(postgres_url, terminate, postgres_url.rsplit("/", 1)[1]))[0] == (True,)
+        assert await store.get(ref) == b"before the restart"  # the pool opened a new connection
+        await store_raw.query(postgres_url, "DROP TABLE owners")  # a database the store cannot use
+        with pytest.raises(StoreError, match="the PostgreSQL store failed: UndefinedTableError"):
+            await store.put(b"after", owner="run-1")
+
+
 async def test_gc_waits_for_a_writer_in_flight(postgres_url: str) -> None:
     """A writer found content stored and is about to record its owner: gc must not delete it meanwhile."""
     async with PostgresStore(postgres_url) as store:

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ POOL_MAX = 10
 few enough that many workers stay under PostgreSQL's `max_connections` (100 by default)."""
 CONNECT_TIMEOUT_S = 10.0
 """How long opening a connection may take before the store reports the database unreachable."""
+_DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+"""What a lost connection, a refused login or a failed statement raise; callers see a `StoreError`."""
 _SCHEMA_LOCK = 0x6B65656C_0001
 """Advisory lock key ('keel', 1) held while the schema is created."""
 _GC_LOCK = 0x6B65656C_0002
@@ -73,10 +76,6 @@ def asyncpg_dsn(url: str) -> str:
     if sep and scheme.lower().startswith("postgresql+"):
         return f"postgresql://{rest}"
     return url
-
-
-class _Rollback(Exception):
-    """Raised inside a dry run's transaction to undo it."""
 
 
 class PostgresStore(ContentStore):
@@ -114,16 +113,28 @@ class PostgresStore(ContentStore):
             pool = await asyncpg.create_pool(
                 asyncpg_dsn(self.url), min_size=1, max_size=self.max_size, timeout=CONNECT_TIMEOUT_S
             )
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except _DB_ERRORS as exc:
             raise StoreError(f"cannot open the PostgreSQL store: {type(exc).__name__}: {exc}") from None
         try:
             async with pool.acquire() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
                 await conn.execute(SCHEMA_FILE.read_text())
-        except BaseException:
+        except BaseException as exc:
             await pool.close()
+            if isinstance(exc, _DB_ERRORS):
+                raise StoreError(f"cannot create the store's tables: {type(exc).__name__}: {exc}") from None
             raise
         return pool
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        """A pooled connection; database failures surface as `StoreError`s (callers catch one type)."""
+        pool = await self._ready()
+        try:
+            async with pool.acquire() as conn:
+                yield conn
+        except _DB_ERRORS as exc:
+            raise StoreError(f"the PostgreSQL store failed: {type(exc).__name__}: {exc}") from exc
 
     async def put_many(self, items: Sequence[bytes], *, owner: str | None = None) -> list[str]:
         """Store each item once and record `owner` for it; return the references in order."""
@@ -143,8 +154,7 @@ class PostgresStore(ContentStore):
             [rows[r][1] for r in ordered],
             [rows[r][2] for r in ordered],
         )
-        pool = await self._ready()
-        async with pool.acquire() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", _GC_LOCK)
             await conn.execute(_INSERT, *columns, time.time(), owner)
         return refs
@@ -154,10 +164,10 @@ class PostgresStore(ContentStore):
         wanted = unique(check_ref(ref) for ref in refs)
         found: dict[str, tuple[str, bytes]] = {}
         if wanted:
-            pool = await self._ready()
-            records = await pool.fetch(
-                "SELECT ref, encoding, data FROM content WHERE ref = ANY($1::text[])", wanted
-            )
+            async with self._connection() as conn:
+                records = await conn.fetch(
+                    "SELECT ref, encoding, data FROM content WHERE ref = ANY($1::text[])", wanted
+                )
             found = {r["ref"]: (r["encoding"], bytes(r["data"])) for r in records}
         plain: dict[str, bytes] = {}
         for ref in wanted:
@@ -170,37 +180,37 @@ class PostgresStore(ContentStore):
     async def exists(self, ref: str) -> bool:
         """Whether `ref` is stored."""
         check_ref(ref)
-        pool = await self._ready()
-        return await pool.fetchval("SELECT 1 FROM content WHERE ref = $1", ref) is not None
+        async with self._connection() as conn:
+            return await conn.fetchval("SELECT 1 FROM content WHERE ref = $1", ref) is not None
 
     async def stats(self) -> StoreStats:
         """Contents, their plaintext bytes, and distinct owners."""
-        pool = await self._ready()
-        row = await pool.fetchrow(
-            "SELECT (SELECT count(*) FROM content), (SELECT coalesce(sum(size), 0) FROM content),"
-            " (SELECT count(DISTINCT owner) FROM owners)"
-        )
+        async with self._connection() as conn:
+            row = await conn.fetchrow(
+                "SELECT (SELECT count(*) FROM content), (SELECT coalesce(sum(size), 0) FROM content),"
+                " (SELECT count(DISTINCT owner) FROM owners)"
+            )
         return StoreStats(contents=int(row[0]), bytes=int(row[1]), owners=int(row[2]))
 
     async def owners(self) -> set[str]:
         """Every owner with at least one content."""
-        pool = await self._ready()
-        return {r["owner"] for r in await pool.fetch("SELECT DISTINCT owner FROM owners")}
+        async with self._connection() as conn:
+            return {r["owner"] for r in await conn.fetch("SELECT DISTINCT owner FROM owners")}
 
     async def gc(self, retained: set[str], *, created_before: float, dry_run: bool = False) -> GcReport:
         """Forget owners not in `retained`, delete content no owner needs (see `ContentStore.gc`)."""
-        pool = await self._ready()
-        report: GcReport | None = None
-        try:
-            async with pool.acquire() as conn, conn.transaction():
+        async with self._connection() as conn:
+            transaction = conn.transaction()
+            await transaction.start()
+            try:
                 # Waits for writers in flight; new writers wait until this transaction ends.
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", _GC_LOCK)
                 report = await _collect(conn, retained, created_before, dry_run)
-                if dry_run:  # the same deletes, rolled back: a dry run's figures cannot drift
-                    raise _Rollback
-        except _Rollback:
-            pass
-        assert report is not None
+            except BaseException:
+                await transaction.rollback()
+                raise
+            # A dry run does the same deletes and rolls them back: its figures cannot drift.
+            await (transaction.rollback() if dry_run else transaction.commit())
         return report
 
     async def aclose(self) -> None:
@@ -212,7 +222,7 @@ class PostgresStore(ContentStore):
 
 
 async def _collect(conn: Any, retained: set[str], cutoff: float, dry_run: bool) -> GcReport:
-    """The two deletes of a gc, inside the caller's transaction."""
+    """The two deletes of a gc, inside the caller's transaction (`conn`: an asyncpg connection)."""
     candidates = await conn.fetch(
         "SELECT owner FROM owners GROUP BY owner HAVING min(created_at) < $1", cutoff
     )

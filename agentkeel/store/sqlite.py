@@ -84,16 +84,22 @@ class SqliteStore(ContentStore):
 
     def __init__(self, path: str | Path, sealer: Sealer | None = None) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.sealer = sealer or Sealer(None)
         self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = sqlite3.connect(
-            self.path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S
-        )
-        _retry_locked(lambda: self._conn.execute("PRAGMA journal_mode=WAL"))
-        # NORMAL in WAL mode is durable against process crashes, which is what a retried activity needs.
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        _retry_locked(lambda: self._conn.executescript(_SCHEMA))
+        self._db: sqlite3.Connection | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S
+            )
+            _retry_locked(lambda: self._conn.execute("PRAGMA journal_mode=WAL"))
+            # NORMAL in WAL mode is durable against process crashes, which is what a retried activity needs.
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            _retry_locked(lambda: self._conn.executescript(_SCHEMA))
+        except (OSError, sqlite3.Error) as exc:
+            if self._db is not None:
+                self._db.close()
+            raise StoreError(f"cannot open the SQLite store {self.path}: {exc}") from None
 
     @property
     def _conn(self) -> sqlite3.Connection:
@@ -106,7 +112,10 @@ class SqliteStore(ContentStore):
             with self._lock:
                 return fn(self._conn)
 
-        return await asyncio.to_thread(locked)
+        try:
+            return await asyncio.to_thread(locked)
+        except sqlite3.Error as exc:  # a full disk, a lock held too long: callers catch one type
+            raise StoreError(f"the SQLite store {self.path} failed: {exc}") from exc
 
     async def put_many(self, items: Sequence[bytes], *, owner: str | None = None) -> list[str]:
         """Store each item once and record `owner` for it; return the references in order."""
