@@ -41,8 +41,11 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from agentkeel import Agent, App, Team, tool
+from agentkeel.contracts import LLMRequest
 from agentkeel.dev.devserver import DevServer
-from agentkeel.settings import Settings
+from agentkeel.search_attributes import SagaStatus
+from agentkeel.settings import Settings, StoreSettings
 from agentkeel.starters import cmd_store
 from agentkeel.starters.exit_codes import ExitCode
 from agentkeel.store import (
@@ -54,6 +57,7 @@ from agentkeel.store import (
     ref_of,
 )
 from agentkeel.temporal import connect
+from agentkeel.testing import Reply, ScriptedModel, answer, call, keel_test_env
 from tests import store_raw
 from tests.fixtures.temporal import DevServerHandle
 from tests.test_cli_runs import akeel
@@ -213,6 +217,52 @@ async def test_content_lives_as_long_as_its_runs_are_retained(
         assert await store.get_json(young) == {"role": "user", "content": "in flight"}
         stats = await store.stats()
         assert (stats.contents, stats.owners) == (1, 1)
+
+
+@tool
+async def look_up(city: str) -> str:
+    """Look a city's weather up."""
+    return f"{city}: sunny. " * 100
+
+
+guide = Agent(name="guide", instructions="Look the city up once, then answer.", tools=[look_up])
+tour = Team(name="tour", entry=guide, agents=[guide], max_turns=4)
+tour_app = App(name="tour", tools=[look_up], teams=[tour])
+
+
+def _guide_script(request: LLMRequest) -> Reply:
+    looked_up = any(m.role == "tool" for m in request.messages)
+    return answer("Sunny in Lisbon.") if looked_up else call("look_up", city="Lisbon")
+
+
+class _Env:
+    """What `keel_test_env` uses of a `WorkflowEnvironment`: its client (here, the real dev server's)."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+
+async def test_a_saga_owns_all_it_stores_and_gc_reclaims_it_after_retention(
+    dev_server: DevServerHandle, any_store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The platform's own store layer, end to end: every content a run stores is owned by its workflow id."""
+    monkeypatch.delenv("KEEL_STORE_URL", raising=False)  # the worker's store comes from `[store]` here
+    settings = Settings(home=tmp_path / "home", store=StoreSettings(url=any_store_url))
+    client = dev_server.client
+    env = _Env(client)
+    async with keel_test_env(tour_app, ScriptedModel(_guide_script), env=env, settings=settings) as keel:  # type: ignore[arg-type]
+        handle = await keel.start(tour, "Weather in Lisbon?")
+        result = await handle.result()
+    assert result.status == SagaStatus.COMPLETED, result.reason
+    await eventually(lambda: listed(client, handle.id), lambda ids: len(ids) == 1)
+    await store_raw.backdate(any_store_url, 2 * HOUR)
+    async with open_store(settings, cache_bytes=0, env={}) as store:
+        stats = await store.stats()
+        assert stats.owners == 1 and await store.owners() == {handle.id} and stats.contents >= 4
+        # The run is listed: nothing goes, so nothing was written without an owner either.
+        assert await gc_now(store, client) == (0, 0, 0)
+        await delete_run(client, handle.id)
+        assert await gc_now(store, client) == (1, stats.contents, stats.bytes)
 
 
 def _keel(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
