@@ -407,7 +407,8 @@ def test_store_table_in_keel_toml(tmp_path: Path) -> None:
 
 def test_readme_store_section_is_what_the_code_reads(tmp_path: Path) -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme[readme.index("## Conversation store") :]
+    start = readme.index("### Conversation store: drivers and retention")
+    section = readme[start : readme.index("\n## ", start)]
     (block,) = re.findall(r"```toml\n(\[store\].*?)```", section, re.S)[:1]
     (tmp_path / "keel.toml").write_text(block)
     store = load_settings(tmp_path / "keel.toml", env={}).store
