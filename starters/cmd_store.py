@@ -27,6 +27,7 @@ from typing import Any
 
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from agentkeel.settings import Settings
 from agentkeel.starters.cli_common import CliError, connect, errors, json_flag, load_cli_settings, out
@@ -137,10 +138,14 @@ async def retained_workflow_ids(client: Client) -> set[str]:
 
 
 async def _retention(client: Client) -> timedelta | None:
-    """The namespace's retention period, when the server says (shown with the report)."""
-    described = await client.workflow_service.describe_namespace(
-        DescribeNamespaceRequest(namespace=client.namespace)
-    )
+    """The namespace's retention period, when the server says (shown with the report only: a key
+    allowed to list runs but not to describe the namespace must not stop the gc)."""
+    try:
+        described = await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=client.namespace)
+        )
+    except RPCError:
+        return None
     ttl = described.config.workflow_execution_retention_ttl
     return ttl.ToTimedelta() if described.config.HasField("workflow_execution_retention_ttl") else None
 

@@ -69,11 +69,6 @@ class CachedStore(ContentStore):
             _, evicted = self._entries.popitem(last=False)
             self.current_bytes -= len(evicted)
 
-    def _forget(self, ref: str) -> None:
-        data = self._entries.pop(ref, None)
-        if data is not None:
-            self.current_bytes -= len(data)
-
     def _owned_already(self, owner: str | None, ref: str) -> bool:
         if owner is None or (owner, ref) not in self._owned:
             return False
@@ -118,7 +113,8 @@ class CachedStore(ContentStore):
         return [found[ref] for ref in refs]
 
     async def exists(self, ref: str) -> bool:
-        """Cached references exist; otherwise ask `inner`."""
+        """Cached references exist; otherwise ask `inner`. (Content another process's gc deleted stays
+        readable here while cached: it is still the right content.)"""
         return check_ref(ref) in self._entries or await self.inner.exists(ref)
 
     async def stats(self) -> StoreStats:
