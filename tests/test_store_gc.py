@@ -316,11 +316,13 @@ async def test_keel_store_gc_command(
     )
     assert dry["bytes_reclaimed"] == gone.own_bytes and dry["left"]["contents"] == 5  # nothing deleted
     assert dry["retained_runs"] >= 1 and dry["namespace"] == dev_server.namespace
+    assert dry["retention_s"] == 86400  # the dev server's default namespace keeps closed runs a day
 
     # As a person or cron runs it: its own process, text output.
     text = _ok(await asyncio.to_thread(_keel, dict(os.environ), "store", "gc", "--grace", "30m"))
     assert f"removed: 1 runs, 2 contents, {gone.own_bytes:,} bytes" in text, text
     assert "left:     3 contents" in text and "1 runs" in text and "grace:    1800 s" in text, text
+    assert "(retention 1 d)" in text, text
 
     code, out, _ = await akeel(capsys, "store", "stats", "--json")
     stats = json.loads(out)
