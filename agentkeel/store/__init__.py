@@ -122,6 +122,7 @@ def open_store(
 
     Raises:
         StoreConfigError: the URL is invalid or names an unknown driver.
+        StoreError: the SQLite file cannot be opened (PostgreSQL reports on first use).
         agentkeel.codec.CodecConfigError: an encryption key is invalid.
     """
     env = os.environ if env is None else env

@@ -81,6 +81,10 @@ def asyncpg_dsn(url: str) -> str:
 class PostgresStore(ContentStore):
     """Content in a PostgreSQL database.
 
+    One store object serves one event loop (asyncpg's pool belongs to the loop that made it):
+    a worker opens one, a `keel` command another. Behind a transaction-mode pgbouncer, asyncpg's
+    prepared statements need `statement_cache_size=0`, which this driver does not set.
+
     Args:
         url: `postgresql://[user[:password]@][host][:port]/db[?host=/socket/dir&...]`.
         sealer: Encryption at rest; None (or a sealer without a key) stores plaintext.
