@@ -224,7 +224,7 @@ async def postgres_url(postgres_server: PostgresServer) -> AsyncIterator[str]:
         await admin.close()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def any_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A new, empty store's URL, once per driver: a SQLite file, then a PostgreSQL database."""
     if request.param == "sqlite":

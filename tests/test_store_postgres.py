@@ -22,7 +22,7 @@ from agentkeel.store.postgres import _GC_LOCK, SCHEMA_FILE
 from tests import store_raw
 from tests.postgres_server import PostgresServer, _free_port, find_bindir
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 
