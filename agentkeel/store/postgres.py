@@ -43,7 +43,13 @@ POOL_MAX = 10
 few enough that many workers stay under PostgreSQL's `max_connections` (100 by default)."""
 CONNECT_TIMEOUT_S = 10.0
 """How long opening a connection may take before the store reports the database unreachable."""
-_DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+_DB_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 """What a lost connection, a refused login or a failed statement raise; callers see a `StoreError`."""
 _SCHEMA_LOCK = 0x6B65656C_0001
 """Advisory lock key ('keel', 1) held while the schema is created."""
