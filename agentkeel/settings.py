@@ -23,7 +23,7 @@ from agentkeel.validation import format_validation_error
 
 CONFIG_ENV = "KEEL_CONFIG"
 DEFAULT_CONFIG = "keel.toml"
-CONFIG_TABLES: tuple[str, ...] = ("keel", "providers", "models")
+CONFIG_TABLES: tuple[str, ...] = ("keel", "store", "providers", "models")
 """The top-level tables `keel.toml` may hold; anything else is a typo that would be ignored silently."""
 SERVER_STATE_FILE = "server.json"
 """Written under `home` by `keel server` while it runs: its address and Web UI URL, so run links
@@ -35,8 +35,24 @@ class ConfigError(ValueError):
     """The configuration file or a `KEEL_*` variable is invalid."""
 
 
+class StoreSettings(BaseModel):
+    """The conversation store (`[store]` in `keel.toml`). Precedence: `KEEL_STORE_<KEY>` env var,
+    then `[store]`, then default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(default=None, repr=False)
+    """`sqlite:///path` or `postgresql://user:password@host/db`; None: `sqlite:///<home>/store.db`.
+    Out of `repr`: it may hold a password."""
+    cache_mb: int = Field(default=64, ge=0)
+    """Bound of each process's in-memory cache of content, in MiB; 0 disables it."""
+
+
 class Settings(BaseModel):
-    """Process settings. Precedence: `KEEL_<FIELD>` env var, then `[keel]` in `keel.toml`, then default."""
+    """Process settings. Precedence: `KEEL_<FIELD>` env var, then `[keel]` in `keel.toml`, then default.
+
+    `store` is the `[store]` table (see `StoreSettings`), with its own `KEEL_STORE_<KEY>` variables.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -62,6 +78,7 @@ class Settings(BaseModel):
     encryption_key: SecretStr | None = Field(default=None, exclude=True, repr=False)
     """AES-GCM key (env `KEEL_ENCRYPTION_KEY` only)."""
     codec_token: SecretStr | None = Field(default=None, exclude=True, repr=False)
+    store: StoreSettings = Field(default_factory=StoreSettings)
 
     @property
     def ledger(self) -> Path:
@@ -71,6 +88,8 @@ class Settings(BaseModel):
 
 _ENV_ONLY = {"encryption_key", "codec_token"}
 _LIST_FIELDS = {"apps"}
+_TABLES: dict[str, type[BaseModel]] = {"store": StoreSettings}
+"""Settings fields read from a table of their own (`[store]`), not from `[keel]`."""
 
 
 def config_path() -> Path:
@@ -141,14 +160,20 @@ def load_settings(path: Path | None = None, env: dict[str, str] | None = None) -
         ConfigError: a value does not fit its field (one line per problem).
     """
     env = dict(os.environ if env is None else env)
-    raw: dict[str, Any] = dict(load_config_file(path).get("keel", {}))
+    config = load_config_file(path)
+    raw: dict[str, Any] = dict(config.get("keel", {}))
     for secret in _ENV_ONLY:
         if secret in raw:
             raise ConfigError(f"{secret} may only come from the environment (KEEL_{secret.upper()})")
+    for table in _TABLES:
+        if table in raw:
+            raise ConfigError(f"{table} settings go in their own [{table}] table, not under [keel]")
     for name in Settings.model_fields:
         value = env.get(f"KEEL_{name.upper()}")
-        if value is not None and value != "":
+        if name not in _TABLES and value is not None and value != "":
             raw[name] = [v.strip() for v in value.split(",") if v.strip()] if name in _LIST_FIELDS else value
+    for table, model in _TABLES.items():
+        raw[table] = _table_settings(table, model, config.get(table, {}), env)
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
@@ -158,3 +183,24 @@ def load_settings(path: Path | None = None, env: dict[str, str] | None = None) -
         if recorded:
             settings = settings.model_copy(update={"ui_url": recorded})
     return settings
+
+
+def _table_settings(table: str, model: type[BaseModel], values: Any, env: dict[str, str]) -> dict[str, Any]:
+    """A table's raw values, `KEEL_<TABLE>_<KEY>` variables on top.
+
+    Raises:
+        ConfigError: the table is not a table, or holds a key its model does not know (a typo
+            that would otherwise be ignored).
+    """
+    if not isinstance(values, dict):
+        raise ConfigError(f"[{table}] must be a table")
+    unknown = sorted(set(values) - set(model.model_fields))
+    if unknown:
+        known = ", ".join(model.model_fields)
+        raise ConfigError(f"[{table}]: unknown key {', '.join(unknown)} (known keys: {known})")
+    raw = dict(values)
+    for name in model.model_fields:
+        value = env.get(f"KEEL_{table.upper()}_{name.upper()}")
+        if value is not None and value != "":
+            raw[name] = value
+    return raw

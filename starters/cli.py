@@ -35,6 +35,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "agentkeel.starters.cmd_codec",
     "agentkeel.starters.cmd_keys",
     "agentkeel.starters.cmd_init",
+    "agentkeel.starters.cmd_store",
 )
 
 

@@ -9,4 +9,5 @@ os.environ.setdefault("KEEL_APPS", "agentkeel.examples.travel")
 pytest_plugins = [
     "tests.fixtures.temporal",
     "tests.fixtures.llm",
+    "tests.postgres_server",
 ]

@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any, Self
 
@@ -30,7 +31,7 @@ class InvalidRefError(StoreError, ValueError):
 
 
 class MissingContentError(StoreError, KeyError):
-    """A reference is not in the store (never written, or reclaimed by `delete_unreferenced`)."""
+    """A reference is not in the store (never written, or reclaimed by `gc`)."""
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else "missing content"
@@ -85,17 +86,78 @@ def verify(ref: str, data: bytes) -> bytes:
     return data
 
 
+def check_owner(owner: str | None) -> str | None:
+    """The owner to record: a workflow id, or None for an empty string (no owner) or None.
+
+    Raises:
+        ValueError: it is not a string.
+    """
+    if owner is not None and not isinstance(owner, str):
+        raise ValueError(f"an owner is a workflow id (a string), got {owner!r:.80}")
+    return owner or None
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """What a store holds.
+
+    Attributes:
+        contents: Stored contents (messages, chain nodes, tool results...).
+        bytes: Their plaintext bytes in all (what was written, before encryption).
+        owners: Distinct owners (workflow ids) with at least one content recorded.
+    """
+
+    contents: int
+    bytes: int
+    owners: int
+
+    def as_dict(self) -> dict[str, int]:
+        """The figures as a JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GcReport:
+    """What a `ContentStore.gc` removed (or, with `dry_run`, would remove).
+
+    Attributes:
+        owners_removed: Owners forgotten (not retained, first write before the cutoff).
+        contents_removed: Contents deleted: no owner left and written before the cutoff.
+        bytes_reclaimed: Their plaintext bytes in all.
+        dry_run: Nothing was deleted; the figures say what a real run would delete now.
+    """
+
+    owners_removed: int
+    contents_removed: int
+    bytes_reclaimed: int
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, int | bool]:
+        """The figures as a JSON-ready dict."""
+        return asdict(self)
+
+
 class ContentStore(abc.ABC):
     """An async content-addressed store. Drivers implement the batch methods; the rest derive.
 
     Implementations must be safe for concurrent use from one event loop, and for
     several processes on one backing database (workers on one host or a cluster):
     writes are idempotent because a reference names exactly one content.
+
+    Ownership: a write may name its owner, the Temporal workflow id of the run whose
+    activity wrote it. `gc` keeps content while one of its owners is retained, so a
+    driver records `(owner, ref)` in the same transaction as the content: an owner
+    row always has its content.
     """
 
     @abc.abstractmethod
     async def put_many(self, items: Sequence[bytes], *, owner: str | None = None) -> list[str]:
-        """Store each item once.
+        """Store each item once, and record `owner` as one of its owners.
+
+        Args:
+            items: The contents.
+            owner: The workflow id of the run that needs them; None records no owner (the
+                content then only survives a gc while it is younger than the grace period).
 
         Returns:
             The items' references, in order.
@@ -117,24 +179,41 @@ class ContentStore(abc.ABC):
         """Whether `ref` is stored (without reading or verifying it)."""
 
     @abc.abstractmethod
-    async def delete_unreferenced(self, keep: set[str], *, created_before: float | None = None) -> int:
-        """Delete every stored content whose reference is not in `keep`.
+    async def stats(self) -> StoreStats:
+        """How many contents and bytes are stored, and for how many owners."""
+
+    @abc.abstractmethod
+    async def owners(self) -> set[str]:
+        """Every owner (workflow id) with at least one content recorded."""
+
+    @abc.abstractmethod
+    async def gc(self, retained: set[str], *, created_before: float, dry_run: bool = False) -> GcReport:
+        """Forget owners that are not retained, then delete content no owner needs.
+
+        Both steps spare what is younger than `created_before`: an owner whose first
+        write came after it (a run started after `retained` was listed), and content
+        written after it (an activity in flight whose owner row is not there yet, or
+        content written without an owner). Runs in one transaction, excluding writers,
+        so a write that records an owner for content being collected either lands
+        before (and keeps it) or after (and stores it again).
 
         Args:
-            keep: References still in use (every reference reachable from retained runs).
-            created_before: Only delete content written before this Unix time, so content
-                a running activity has just written, and no run records yet, survives a gc.
-
-        Returns:
-            How many contents were deleted.
+            retained: Owners whose content must stay: every workflow id the namespace lists.
+            created_before: Unix time; the grace period ends here (typically now - 1 h).
+            dry_run: Count what would go, delete nothing.
         """
 
     @abc.abstractmethod
     async def aclose(self) -> None:
         """Release connections. The store must not be used afterwards."""
 
+    async def count(self) -> tuple[int, int]:
+        """How many contents are stored and their plaintext bytes in all (see `stats`)."""
+        stats = await self.stats()
+        return stats.contents, stats.bytes
+
     async def put(self, data: bytes, *, owner: str | None = None) -> str:
-        """Store `data` once; return its reference `sha256:<hex>`."""
+        """Store `data` once (owned by `owner`); return its reference `sha256:<hex>`."""
         (ref,) = await self.put_many([data], owner=owner)
         return ref
 
@@ -144,7 +223,7 @@ class ContentStore(abc.ABC):
         return data
 
     async def put_json(self, obj: Any, *, owner: str | None = None) -> str:
-        """Store the canonical JSON bytes of `obj`; return the reference."""
+        """Store the canonical JSON bytes of `obj` (owned by `owner`); return the reference."""
         return await self.put(canonical_json(obj), owner=owner)
 
     async def get_json(self, ref: str) -> Any:

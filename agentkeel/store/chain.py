@@ -38,13 +38,20 @@ class ConversationChain:
         return canonical_json({"prev": head_ref, "messages": message_refs})
 
     @staticmethod
-    async def append(store: ContentStore, head_ref: str | None, messages: list[dict[str, Any]]) -> str:
+    async def append(
+        store: ContentStore,
+        head_ref: str | None,
+        messages: list[dict[str, Any]],
+        *,
+        owner: str | None = None,
+    ) -> str:
         """Store `messages` (each once) and a node pointing at `head_ref`; return the new head.
 
         Args:
             store: Where content goes.
             head_ref: The conversation so far, or None to start one.
             messages: This turn's new messages, in order.
+            owner: The workflow id of the run the conversation belongs to (see `ContentStore.gc`).
 
         Returns:
             The new head reference. Appending the same messages to the same head gives
@@ -52,8 +59,8 @@ class ConversationChain:
         """
         if head_ref is not None:
             check_ref(head_ref)
-        message_refs = await store.put_many([canonical_json(message) for message in messages])
-        return await store.put(ConversationChain.node_bytes(head_ref, message_refs))
+        message_refs = await store.put_many([canonical_json(message) for message in messages], owner=owner)
+        return await store.put(ConversationChain.node_bytes(head_ref, message_refs), owner=owner)
 
     @staticmethod
     async def message_refs(store: ContentStore, head_ref: str | None) -> list[str]:
@@ -71,6 +78,19 @@ class ConversationChain:
         """The whole conversation ending at `head_ref`, oldest message first (empty for None)."""
         refs = await ConversationChain.message_refs(store, head_ref)
         return [json.loads(data) for data in await store.get_many(refs)] if refs else []
+
+    @staticmethod
+    async def adopt(store: ContentStore, head_ref: str | None, owner: str) -> int:
+        """Record `owner` for every reference of a conversation another run wrote; return how many.
+
+        A run that goes on from another run's head (a new workflow id: a redrive, a
+        child) must own what it reads, or a gc reclaims it once the first run is gone.
+        Continue-as-new keeps the workflow id, so it needs nothing.
+        """
+        refs = sorted(await ConversationChain.reachable(store, head_ref))
+        if refs:
+            await store.put_many(await store.get_many(refs), owner=owner)
+        return len(refs)
 
     @staticmethod
     async def reachable(store: ContentStore, head_ref: str | None) -> set[str]:

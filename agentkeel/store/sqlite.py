@@ -5,7 +5,8 @@ One connection per store object, used from worker threads through
 by a lock because a `sqlite3` connection must not run two statements at once.
 Several processes (workers on one host, `keel` commands) may open the same
 file: WAL lets readers run beside the one writer, and writes are idempotent
-(`INSERT OR IGNORE` on the reference).
+(`INSERT OR IGNORE` on the reference). `gc` runs in one `BEGIN IMMEDIATE`
+transaction, so no write lands between its two deletes.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from typing import TypeVar
 
 from agentkeel.store.base import (
     ContentStore,
+    GcReport,
     MissingContentError,
     StoreError,
+    StoreStats,
+    check_owner,
     check_ref,
     ref_of,
     unique,
@@ -37,6 +41,13 @@ CREATE TABLE IF NOT EXISTS content (
     size INTEGER NOT NULL,
     created_at REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS owners (
+    owner TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (owner, ref)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS owners_by_ref ON owners (ref);
 """
 BUSY_TIMEOUT_S = 30.0
 """How long a statement waits for another process's write lock before failing."""
@@ -73,16 +84,22 @@ class SqliteStore(ContentStore):
 
     def __init__(self, path: str | Path, sealer: Sealer | None = None) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.sealer = sealer or Sealer(None)
         self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = sqlite3.connect(
-            self.path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S
-        )
-        _retry_locked(lambda: self._conn.execute("PRAGMA journal_mode=WAL"))
-        # NORMAL in WAL mode is durable against process crashes, which is what a retried activity needs.
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        _retry_locked(lambda: self._conn.executescript(_SCHEMA))
+        self._db: sqlite3.Connection | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S
+            )
+            _retry_locked(lambda: self._conn.execute("PRAGMA journal_mode=WAL"))
+            # NORMAL in WAL mode is durable against process crashes, which is what a retried activity needs.
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            _retry_locked(lambda: self._conn.executescript(_SCHEMA))
+        except (OSError, sqlite3.Error) as exc:
+            if self._db is not None:
+                self._db.close()
+            raise StoreError(f"cannot open the SQLite store {self.path}: {exc}") from None
 
     @property
     def _conn(self) -> sqlite3.Connection:
@@ -95,10 +112,14 @@ class SqliteStore(ContentStore):
             with self._lock:
                 return fn(self._conn)
 
-        return await asyncio.to_thread(locked)
+        try:
+            return await asyncio.to_thread(locked)
+        except sqlite3.Error as exc:  # a full disk, a lock held too long: callers catch one type
+            raise StoreError(f"the SQLite store {self.path} failed: {exc}") from exc
 
     async def put_many(self, items: Sequence[bytes], *, owner: str | None = None) -> list[str]:
-        """Store each item once; return the references in order."""
+        """Store each item once and record `owner` for it; return the references in order."""
+        owner = check_owner(owner)
         refs = [ref_of(bytes(item)) for item in items]
         # Seal outside the lock and the thread: AES-GCM on small messages is microseconds.
         rows: dict[str, tuple[str, str, bytes, int, float]] = {}
@@ -109,15 +130,20 @@ class SqliteStore(ContentStore):
                 rows[ref] = (ref, encoding, stored, len(item), now)
         if not rows:
             return refs
+        owned = [(owner, ref, now) for ref in rows] if owner is not None else []
 
         def write(db: sqlite3.Connection) -> None:
-            # One transaction per batch: one fsync-equivalent for a whole turn's messages.
+            # One transaction per batch: one fsync-equivalent for a whole turn's messages, and the
+            # owner rows land with their content (an owner row always has its content).
             _retry_locked(lambda: db.execute("BEGIN IMMEDIATE"))
             try:
                 db.executemany(
                     "INSERT OR IGNORE INTO content (ref, encoding, data, size, created_at)"
                     " VALUES (?, ?, ?, ?, ?)",
                     list(rows.values()),
+                )
+                db.executemany(
+                    "INSERT OR IGNORE INTO owners (owner, ref, created_at) VALUES (?, ?, ?)", owned
                 )
                 db.execute("COMMIT")
             except BaseException:
@@ -157,35 +183,37 @@ class SqliteStore(ContentStore):
         row = await self._run(lambda db: db.execute("SELECT 1 FROM content WHERE ref = ?", (ref,)).fetchone())
         return row is not None
 
-    async def delete_unreferenced(self, keep: set[str], *, created_before: float | None = None) -> int:
-        """Delete content not in `keep` (and older than `created_before`, when given); return the count."""
-        keep_rows = [(check_ref(ref),) for ref in keep]
-        cutoff = float("inf") if created_before is None else created_before
+    async def stats(self) -> StoreStats:
+        """Contents, their plaintext bytes, and distinct owners."""
 
-        def delete(db: sqlite3.Connection) -> int:
+        def read(db: sqlite3.Connection) -> StoreStats:
+            contents, size = db.execute("SELECT COUNT(*), TOTAL(size) FROM content").fetchone()
+            (owners,) = db.execute("SELECT COUNT(DISTINCT owner) FROM owners").fetchone()
+            return StoreStats(contents=int(contents), bytes=int(size), owners=int(owners))
+
+        return await self._run(read)
+
+    async def owners(self) -> set[str]:
+        """Every owner with at least one content."""
+        rows = await self._run(lambda db: db.execute("SELECT DISTINCT owner FROM owners").fetchall())
+        return {owner for (owner,) in rows}
+
+    async def gc(self, retained: set[str], *, created_before: float, dry_run: bool = False) -> GcReport:
+        """Forget owners not in `retained`, delete content no owner needs (see `ContentStore.gc`)."""
+
+        def collect(db: sqlite3.Connection) -> GcReport:
             _retry_locked(lambda: db.execute("BEGIN IMMEDIATE"))
             try:
-                # A temporary table, not `NOT IN (?, ...)`: `keep` can hold millions of references.
-                db.execute("CREATE TEMP TABLE IF NOT EXISTS gc_keep (ref TEXT PRIMARY KEY) WITHOUT ROWID")
-                db.execute("DELETE FROM gc_keep")
-                db.executemany("INSERT OR IGNORE INTO gc_keep (ref) VALUES (?)", keep_rows)
-                cur = db.execute(
-                    "DELETE FROM content WHERE created_at < ? AND ref NOT IN (SELECT ref FROM gc_keep)",
-                    (cutoff,),
-                )
-                db.execute("DELETE FROM gc_keep")
-                db.execute("COMMIT")
+                report = _collect(db, retained, created_before, dry_run)
+                # A dry run does the same deletes and rolls them back: its figures cannot drift.
+                db.execute("ROLLBACK" if dry_run else "COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
-            return cur.rowcount
+            return report
 
-        return await self._run(delete)
-
-    async def count(self) -> tuple[int, int]:
-        """How many contents are stored and their plaintext bytes in all (for `keel store` and tests)."""
-        row = await self._run(lambda db: db.execute("SELECT COUNT(*), TOTAL(size) FROM content").fetchone())
-        return int(row[0]), int(row[1])
+        return await self._run(collect)
 
     async def aclose(self) -> None:
         """Close the connection (idempotent)."""
@@ -197,3 +225,20 @@ class SqliteStore(ContentStore):
                     self._db = None
 
         await asyncio.to_thread(close)
+
+
+_UNOWNED = "content.created_at < ? AND NOT EXISTS (SELECT 1 FROM owners o WHERE o.ref = content.ref)"
+"""Content that no owner needs and that is older than the grace period."""
+
+
+def _collect(db: sqlite3.Connection, retained: set[str], cutoff: float, dry_run: bool) -> GcReport:
+    """The two deletes of a gc, inside the caller's transaction."""
+    candidates = db.execute("SELECT owner FROM owners GROUP BY owner HAVING MIN(created_at) < ?", (cutoff,))
+    doomed = [(owner,) for (owner,) in candidates.fetchall() if owner not in retained]
+    db.executemany("DELETE FROM owners WHERE owner = ?", doomed)
+    query = f"SELECT COUNT(*), TOTAL(size) FROM content WHERE {_UNOWNED}"
+    count, size = db.execute(query, (cutoff,)).fetchone()
+    db.execute(f"DELETE FROM content WHERE {_UNOWNED}", (cutoff,))
+    return GcReport(
+        owners_removed=len(doomed), contents_removed=int(count), bytes_reclaimed=int(size), dry_run=dry_run
+    )
