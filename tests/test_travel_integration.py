@@ -4,8 +4,10 @@ Set `KEEL_RECORD_HISTORIES=1` to rewrite the checked-in histories in `tests/hist
 from these runs (do it when the workflow changes on purpose, with a `workflow.patched` guard).
 Keep the histories of earlier workflow versions under a `vN_` prefix: `v1_*` were recorded
 before the `coalesce-search-attributes` patch, `v2_*` before `execution-scoped-keys` and
-`failed-outcomes` (a rejected run completed); replaying them checks that runs started by
-older workers still finish on this code.
+`failed-outcomes` (a rejected run completed), `v3_*` before `conversation-store` (the whole
+conversation in every `call_llm` input); replaying them checks that runs started by older
+workers still finish on this code. `long_*` are two runs of a 1,000-turn continue-as-new chain
+(`tests/test_long_conversation.py`).
 """
 
 from __future__ import annotations
@@ -190,6 +192,10 @@ async def test_replay_checked_in_histories():
         "v1_travel_rejected",
         "v2_travel_approved",
         "v2_travel_rejected",
+        "v3_travel_approved",
+        "v3_travel_rejected",
+        "long_continued_run",
+        "long_last_run",
     }
     replayer = Replayer(workflows=[], plugins=[AgentkeelPlugin(apps=[])])
     for path in files:
