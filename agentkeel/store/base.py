@@ -13,10 +13,13 @@ import abc
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
+
+if TYPE_CHECKING:
+    from agentkeel.store.sealing import Sealer
 
 REF_PREFIX = "sha256:"
 _REF_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -242,3 +245,28 @@ class ContentStore(abc.ABC):
 def unique(refs: Iterable[str]) -> list[str]:
     """`refs` without repeats, first occurrence kept (batches ask the backend once per reference)."""
     return list(dict.fromkeys(refs))
+
+
+def open_rows(
+    refs: Sequence[str], rows: Mapping[str, tuple[str, bytes]], sealer: Sealer, where: str
+) -> list[bytes]:
+    """The verified plaintext of each of `refs`, from the stored rows (`ref` -> encoding, data).
+
+    Args:
+        refs: The references asked for, in order (repeats allowed).
+        rows: What the driver found.
+        sealer: Opens encrypted rows.
+        where: The store, for the error message.
+
+    Raises:
+        MissingContentError: a reference has no row.
+        CorruptContentError: a row does not hash to its reference.
+        StoreKeyError: a row is encrypted with a key not configured here.
+    """
+    plain: dict[str, bytes] = {}
+    for ref in unique(refs):
+        if ref not in rows:
+            raise MissingContentError(f"content {ref} is not in {where}")
+        encoding, stored = rows[ref]
+        plain[ref] = verify(ref, sealer.open(ref, encoding, stored))
+    return [plain[ref] for ref in refs]

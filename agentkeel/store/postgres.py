@@ -25,14 +25,13 @@ import asyncpg
 from agentkeel.store.base import (
     ContentStore,
     GcReport,
-    MissingContentError,
     StoreError,
     StoreStats,
     check_owner,
     check_ref,
+    open_rows,
     ref_of,
     unique,
-    verify,
 )
 from agentkeel.store.sealing import Sealer
 
@@ -179,13 +178,7 @@ class PostgresStore(ContentStore):
                     "SELECT ref, encoding, data FROM content WHERE ref = ANY($1::text[])", wanted
                 )
             found = {r["ref"]: (r["encoding"], bytes(r["data"])) for r in records}
-        plain: dict[str, bytes] = {}
-        for ref in wanted:
-            if ref not in found:
-                raise MissingContentError(f"content {ref} is not in the PostgreSQL store")
-            encoding, stored = found[ref]
-            plain[ref] = verify(ref, self.sealer.open(ref, encoding, stored))
-        return [plain[ref] for ref in refs]
+        return open_rows(refs, found, self.sealer, "the PostgreSQL store")
 
     async def exists(self, ref: str) -> bool:
         """Whether `ref` is stored."""

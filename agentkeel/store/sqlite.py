@@ -22,14 +22,13 @@ from typing import TypeVar
 from agentkeel.store.base import (
     ContentStore,
     GcReport,
-    MissingContentError,
     StoreError,
     StoreStats,
     check_owner,
     check_ref,
+    open_rows,
     ref_of,
     unique,
-    verify,
 )
 from agentkeel.store.sealing import Sealer
 
@@ -169,13 +168,7 @@ class SqliteStore(ContentStore):
             return found
 
         found = await self._run(read) if wanted else {}
-        plain: dict[str, bytes] = {}
-        for ref in wanted:
-            if ref not in found:
-                raise MissingContentError(f"content {ref} is not in the store {self.path}")
-            encoding, stored = found[ref]
-            plain[ref] = verify(ref, self.sealer.open(ref, encoding, stored))
-        return [plain[ref] for ref in refs]
+        return open_rows(refs, found, self.sealer, f"the store {self.path}")
 
     async def exists(self, ref: str) -> bool:
         """Whether `ref` is stored."""
