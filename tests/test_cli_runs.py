@@ -356,6 +356,8 @@ def server_env(
     cli_env.setenv("TEMPORAL_ADDRESS", dev_server.address)
     cli_env.setenv("KEEL_TASK_QUEUE", keel_settings.task_queue)
     cli_env.setenv("KEEL_UI_URL", keel_settings.ui_url)
+    # The CLI reads conversations from the workers' store (one store per deployment).
+    cli_env.setenv("KEEL_STORE_URL", f"sqlite:///{(keel_settings.home / 'store.db').resolve()}")
     return keel_settings
 
 
@@ -422,6 +424,13 @@ async def test_cli_start_review_approve(
         assert rows[0]["workflow_id"] == workflow_id and rows[0]["team"] == "travel"
         code, out, _ = await akeel(capsys, "transcript", workflow_id, "--json")
         assert code == 0 and any(e["kind"] == "handoff" for e in json.loads(out))
+        # The whole conversation, read back from the conversation store.
+        code, out, err = await akeel(capsys, "transcript", workflow_id, "--conversation")
+        assert code == 0, err
+        assert out.startswith(f"[1] user: {GOAL}") and "charge_card" in out
+        assert (
+            out.rstrip().splitlines()[-1].startswith(f"[{out.count(chr(10) + '[') + 1}] assistant planner:")
+        )
 
         # Deciding a finished run is refused by the run, in one line.
         code, _, err = await akeel(capsys, "approve", workflow_id)
