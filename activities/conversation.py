@@ -44,6 +44,8 @@ PREVIEW_CHARS = 80
 """Characters of a stored text kept in history (the transcript, the UI without the codec server)."""
 RECENT_CONVERSATIONS = 256
 """Conversations (by head) whose resolved messages a worker keeps, so a turn reads only what is new."""
+RECENT_CHARS = 32 * 1024 * 1024
+"""Bound on the characters those conversations hold (counted per conversation, shared or not)."""
 
 CallModel = Callable[[LLMRequest], Awaitable[LLMResult]]
 
@@ -86,7 +88,8 @@ class ConversationLayer:
 
     def __init__(self, store: ContentStore) -> None:
         self.store = store
-        self._recent: OrderedDict[str, list[ChatMessage]] = OrderedDict()
+        self._recent: OrderedDict[str, tuple[list[ChatMessage], int]] = OrderedDict()
+        self._recent_chars = 0
 
     # ------------------------------------------------------------------ LLM turns
 
@@ -162,7 +165,10 @@ class ConversationLayer:
         report = _report(messages=len(messages))
         if covers == 0:
             return LLMResult(finish_reason="nothing_to_summarize", head=conversation.head, context=report)
-        previous = await self._text(ref.summary.ref) if ref.summary else ""
+        try:
+            previous = await self._text(ref.summary.ref) if ref.summary else ""
+        except StoreError as exc:
+            raise _store_failure(exc) from None
         plain = request.model_copy(
             update={
                 "messages": context_policy.summarize_prompt(messages, covers, ref.summary, previous),
@@ -236,7 +242,7 @@ class ConversationLayer:
         cached = self._recent.get(head)
         if cached is not None:
             self._recent.move_to_end(head)
-            return cached
+            return cached[0]
         stored = [ChatMessage.model_validate(m) for m in await ConversationChain.read(self.store, head)]
         messages = await self.resolve(stored)
         self._remember(head, messages)
@@ -256,10 +262,17 @@ class ConversationLayer:
         ]
 
     def _remember(self, head: str, messages: list[ChatMessage]) -> None:
-        self._recent[head] = messages
-        self._recent.move_to_end(head)
-        while len(self._recent) > RECENT_CONVERSATIONS:
-            self._recent.popitem(last=False)
+        if head in self._recent:
+            self._recent.move_to_end(head)
+            return
+        chars = sum(len(m.content or "") for m in messages)
+        self._recent[head] = (messages, chars)
+        self._recent_chars += chars
+        while self._recent and (
+            len(self._recent) > RECENT_CONVERSATIONS or self._recent_chars > RECENT_CHARS
+        ):
+            _, (_, evicted) = self._recent.popitem(last=False)
+            self._recent_chars -= evicted
 
     # ------------------------------------------------------------------ tool results
 

@@ -224,3 +224,17 @@ async def test_a_run_continued_from_one_before_the_store_keeps_its_messages(time
     assert result.status == SagaStatus.COMPLETED
     (first,) = model.requests
     assert [m.content for m in first.messages[1:]] == [m.content for m in carried]
+
+
+async def test_the_layer_keeps_recent_conversations_within_its_bound(layer, monkeypatch):
+    from agentkeel.activities import conversation as module
+
+    monkeypatch.setattr(module, "RECENT_CHARS", 10_000)
+    head = None
+    for i in range(40):
+        resolved = await layer._append(head, [msg("user", f"{i}" + "w" * 1000)], OWNER)
+        head = resolved.head
+    assert layer._recent_chars <= 10_000 and len(layer._recent) >= 1
+    # What was evicted is read back from the store, whole.
+    fresh = ConversationLayer(layer.store)
+    assert len(await fresh.read(head)) == 40
