@@ -232,7 +232,7 @@ async def test_the_layer_keeps_recent_conversations_within_its_bound(layer, monk
     monkeypatch.setattr(module, "RECENT_CHARS", 10_000)
     head = None
     for i in range(40):
-        resolved = await layer._append(head, [msg("user", f"{i}" + "w" * 1000)], OWNER)
+        resolved = await layer._append(head, [msg("user", f"{i:02}" + "w" * 98)], OWNER)
         head = resolved.head
     assert layer._recent_chars <= 10_000 and len(layer._recent) >= 1
     # What was evicted is read back from the store, whole.
