@@ -37,7 +37,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from agentkeel.contracts import SagaResult, TeamSpec
@@ -47,6 +46,7 @@ from agentkeel.settings import Settings
 from agentkeel.starters.client import Keel
 from agentkeel.temporal import connect
 from benchmarks.bench_bare import BARE_WORKFLOW
+from benchmarks.bench_history import history_turns
 from benchmarks.bench_stack import (
     Provider,
     cpu_seconds,
@@ -294,62 +294,6 @@ async def measure_history(runner: Runner, keel_client: Client, plan: Plan) -> di
             "history_bytes_so_far": spread(total_at[t], 0),
         }
     return {"turns": plan.history_turns, "at_turn": rows, "total_bytes": spread(totals, 0)}
-
-
-async def _raw_size(client: Client, payloads: Any) -> int:
-    """Bytes of payloads before the platform's codec (compression) encoded them."""
-    codec = client.data_converter.payload_codec
-    decoded = await codec.decode(list(payloads)) if codec is not None else list(payloads)
-    return sum(p.ByteSize() for p in decoded)
-
-
-async def history_turns(client: Client, workflow_id: str) -> list[dict[str, int]]:
-    """Per LLM turn: history bytes from its `call_llm` scheduling to the next one's, and the
-    bytes of the LLM request and answer payloads in it, as JSON before the codec compressed
-    them (what a bare-SDK workflow without a codec would store). Follows continue-as-new."""
-    events = []
-    run_id: str | None = None
-    handle = client.get_workflow_handle(workflow_id)
-    first = await handle.describe()
-    run_id = first.run_id
-    # Walk forward from the first run: the latest run's handle would skip earlier generations.
-    async for event in client.get_workflow_handle(workflow_id, run_id=first.run_id).fetch_history_events():
-        events.append(event)
-    chain_start = events[0].workflow_execution_started_event_attributes.first_execution_run_id
-    if chain_start and chain_start != run_id:
-        events = [
-            e
-            async for e in client.get_workflow_handle(workflow_id, run_id=chain_start).fetch_history_events()
-        ]
-    while events and events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
-        nxt = events[-1].workflow_execution_continued_as_new_event_attributes.new_execution_run_id
-        events += [
-            e async for e in client.get_workflow_handle(workflow_id, run_id=nxt).fetch_history_events()
-        ]
-    turns: list[dict[str, int]] = []
-    llm_scheduled: set[int] = set()
-    offset = 0
-    for event in events:
-        size = event.ByteSize()
-        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            attrs = event.activity_task_scheduled_event_attributes
-            if attrs.activity_type.name == "call_llm":
-                llm_scheduled.add(event.event_id)
-                turns.append(
-                    {
-                        "start_offset": offset,
-                        "bytes": 0,
-                        "llm_payload_bytes": await _raw_size(client, attrs.input.payloads),
-                    }
-                )
-        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED and turns:
-            attrs = event.activity_task_completed_event_attributes
-            if attrs.scheduled_event_id in llm_scheduled:
-                turns[-1]["llm_payload_bytes"] += await _raw_size(client, attrs.result.payloads)
-        if turns:
-            turns[-1]["bytes"] += size
-        offset += size
-    return turns
 
 
 async def measure_breaker(folder: Path, scenario: Path, main_port: int, plan: Plan) -> dict[str, Any]:
