@@ -47,6 +47,11 @@ from agentkeel.starters.client import Keel
 from agentkeel.temporal import connect
 from benchmarks.bench_bare import BARE_WORKFLOW
 from benchmarks.bench_history import history_turns
+from benchmarks.bench_long import QUICK_TURNS as LONG_QUICK_TURNS
+from benchmarks.bench_long import SHAPE as LONG_SHAPE
+from benchmarks.bench_long import TURNS as LONG_TURNS
+from benchmarks.bench_long import run_long
+from benchmarks.bench_long_report import long_table
 from benchmarks.bench_stack import (
     Provider,
     cpu_seconds,
@@ -60,7 +65,7 @@ from benchmarks.bench_stats import fmt, percentile, ratio, spread
 from benchmarks.bench_teams import chain_team, talker_team, write_scenario
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-PHASES = ("steps", "throughput", "history", "latency", "breaker", "concurrency")
+PHASES = ("steps", "throughput", "history", "latency", "breaker", "concurrency", "long")
 HISTORY_AT = (10, 50, 100)
 TARGETS = {
     "per_step_ratio_max": 1.10,
@@ -82,6 +87,7 @@ class Plan:
     latency_runs: int
     history_turns: int
     breaker_calls: int
+    long_turns: tuple[int, ...]
 
 
 FULL = Plan(
@@ -93,6 +99,7 @@ FULL = Plan(
     latency_runs=50,
     history_turns=101,
     breaker_calls=50,
+    long_turns=LONG_TURNS,
 )
 QUICK = Plan(
     reps=3,
@@ -103,6 +110,7 @@ QUICK = Plan(
     latency_runs=10,
     history_turns=101,
     breaker_calls=10,
+    long_turns=LONG_QUICK_TURNS,
 )
 
 
@@ -491,7 +499,20 @@ async def _clients(address: str) -> tuple[Client, Client]:
 
 
 async def run(plan: Plan, phases: tuple[str, ...], folder: Path) -> dict[str, Any]:
-    """Start the stack, run the chosen measurements, return the results document."""
+    """Run the chosen measurements, return the results document."""
+    results: dict[str, Any] = {}
+    if set(phases) - {"long"}:
+        results.update(await _run_stack(plan, phases, folder))
+    if "long" in phases:
+        # On its own fresh server, provider and worker: the same conditions as its baseline
+        # (`python -m benchmarks.bench_long --save-baseline`), whatever ran before it.
+        say(f"8. long conversation: {', '.join(map(str, plan.long_turns))} tool turns")
+        results["long"] = await run_long(folder / "long", plan.long_turns)
+    return results
+
+
+async def _run_stack(plan: Plan, phases: tuple[str, ...], folder: Path) -> dict[str, Any]:
+    """Start the stack, run the chosen measurements but the long conversation, return their results."""
     scenario = write_scenario(folder / "scenarios", (1, 4, plan.steps), plan.history_turns)
     results: dict[str, Any] = {}
     provider = Provider(folder, scenario)
@@ -732,6 +753,7 @@ SHAPES = {
     "bytes = protobuf size of the events from a turn's call_llm scheduling to the next one's (payloads "
     "as stored, i.e. after the platform's codec); baseline = the turn's call_llm input and result "
     "payloads before the codec",
+    "long": LONG_SHAPE,
     "breaker": "call_llm run in-process (ActivityEnvironment) against a second provider answering 500 "
     "until its breaker (fail_max 3) opens; fail-fast = alias with only that provider, fail-over = alias "
     "falling back to the main provider; normal = a call to the main provider",
@@ -815,6 +837,8 @@ def main(argv: list[str] | None = None) -> None:
     print(table(results))
     if extra := cpu_table(results):
         print("\n" + extra)
+    if "long" in results:
+        print("\n" + long_table(results["long"]))
     print(f"\nmedian [min-max] of {plan.reps} repetitions; JSON: {out}")
     if not args.keep:
         shutil.rmtree(folder, ignore_errors=True)

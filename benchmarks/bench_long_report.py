@@ -1,0 +1,261 @@
+"""The long-conversation phase's summary, its table beside the targets, and its "today" baseline.
+
+The baseline is the newest `benchmarks/results/long-baseline-*.json` (written by
+`python -m benchmarks.bench_long --save-baseline`), with the commit it was measured on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from benchmarks.bench_stats import ratio, spread
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+BASELINE_GLOB = "long-baseline-*.json"
+REPO = Path(__file__).resolve().parent.parent
+CORE_PATHS = (
+    "workflows",
+    "activities",
+    "workers",
+    "starters",
+    "agentkeel",
+    ":!agentkeel/dev",
+    ":!starters/cmd_llm.py",
+)
+"""What the figures depend on (the platform, not the offline provider and its `keel llm` command):
+the last commit touching these is the code under test."""
+TARGETS = {
+    "turn_bytes_max": 2048,
+    "turn_bytes_flat_ratio_max": 1.10,
+    "history_at_100_vs_today_max": 0.10,
+    "ms_per_turn_at_10_vs_today_max": 1.10,
+}
+
+
+def _git(*args: str) -> str:
+    with contextlib.suppress(Exception):
+        out = subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10, check=False
+        )
+        if out.returncode == 0:
+            return out.stdout.strip()
+    return ""
+
+
+def git_commit() -> dict[str, Any]:
+    """HEAD, whether tracked files differ from it, and the last commit that changed the platform's code."""
+    return {
+        "head": _git("rev-parse", "HEAD") or "unknown",
+        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "code": _git("log", "-1", "--format=%H", "--", *CORE_PATHS) or "unknown",
+        "branch": _git("rev-parse", "--abbrev-ref", "HEAD"),
+    }
+
+
+def latest_baseline(folder: Path = RESULTS_DIR) -> dict[str, Any] | None:
+    """The newest baseline: its file name, commit and per-N summary (None when there is none)."""
+    found: list[tuple[str, Path, dict[str, Any]]] = []
+    for path in folder.glob(BASELINE_GLOB):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            doc = json.loads(path.read_text())
+            found.append((doc.get("started_at", ""), path, doc["results"]["long"]))
+    if not found:
+        return None
+    _, path, long = max(found, key=lambda item: (item[0], item[1].name))
+    return {"file": path.name, "commit": long.get("commit", {}), "summary": long.get("summary", {})}
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def _values(rows: list[dict[str, Any]], *keys: str) -> list[float]:
+    out: list[float] = []
+    for row in rows:
+        value: Any = row
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out.append(value)
+    return out
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median [min-max] of each figure over the repetitions of one N."""
+    return {
+        "status": sorted({row["status"] for row in rows}),
+        "reps": len(rows),
+        "tool_calls": spread(_values(rows, "tool_calls"), 0),
+        "ms_per_turn": spread(_values(rows, "ms_per_turn"), 2),
+        "turn_ms_median": spread(_values(rows, "turn_ms_median"), 1),
+        "history_bytes_reported": spread(_values(rows, "history_bytes_reported"), 0),
+        "history_bytes_events": spread(_values(rows, "history_bytes_events"), 0),
+        "last_tool_turn_bytes": spread(_values(rows, "last_tool_turn_bytes"), 0),
+        "turn_10_bytes": spread(_values(rows, "at_turn", "10", "bytes"), 0),
+        "turn_bytes_max": spread(_values(rows, "turn_bytes_max"), 0),
+        "runs_in_chain": spread(_values(rows, "runs_in_chain"), 0),
+        "store_stored_bytes": spread(_values(rows, "store", "stored_bytes"), 0),
+        "store_objects": spread(_values(rows, "store", "objects"), 0),
+        "model_last_messages": spread(_values(rows, "model", "last_request_messages"), 0),
+        "model_expected_messages": spread(_values(rows, "model", "expected_last_request_messages"), 0),
+        "model_every_message": all(row.get("model", {}).get("every_message") for row in rows),
+        "model_last_request_bytes": spread(_values(rows, "model", "last_request_body_bytes"), 0),
+    }
+
+
+# --------------------------------------------------------------------------- table
+
+
+def human_bytes(value: float | None) -> str:
+    """1,234 B, 12.3 KB, 4.56 MB."""
+    if value is None:
+        return "n/a"
+    if value < 10_000:
+        return f"{value:,.0f} B"
+    if value < 1_000_000:
+        return f"{value / 1000:,.1f} KB"
+    return f"{value / 1e6:,.2f} MB"
+
+
+def _cell(figure: dict[str, Any] | None, kind: str) -> str:
+    if not figure or figure.get("median") is None:
+        return "n/a"
+    med, low, high = figure["median"], figure["min"], figure["max"]
+    if kind == "bytes":
+        text, lo, hi = human_bytes(med), human_bytes(low), human_bytes(high)
+        return text if lo == hi else f"{text} [{lo}-{hi}]"
+    if kind == "ms":
+        return f"{med:.1f} ms" if low == high else f"{med:.1f} [{low:.1f}-{high:.1f}] ms"
+    return f"{med:.0f}" if low == high else f"{med:.0f} [{low:.0f}-{high:.0f}]"
+
+
+ROWS = (
+    ("stored history in all (server-reported)", "history_bytes_reported", "bytes"),
+    ("same, summed event sizes", "history_bytes_events", "bytes"),
+    ("bytes added by the last tool turn", "last_tool_turn_bytes", "bytes"),
+    ("largest turn of the run", "turn_bytes_max", "bytes"),
+    ("runs in the continue-as-new chain", "runs_in_chain", "count"),
+    ("store bytes added (stored)", "store_stored_bytes", "bytes"),
+    ("time per turn (wall / N)", "ms_per_turn", "ms"),
+    ("median turn (history timestamps)", "turn_ms_median", "ms"),
+    ("tool calls made", "tool_calls", "count"),
+    ("messages in the model's last request", "model_last_messages", "count"),
+    ("messages the conversation holds", "model_expected_messages", "count"),
+    ("size of the model's last request", "model_last_request_bytes", "bytes"),
+)
+
+
+def _short(commit: dict[str, Any] | None) -> str:
+    if not commit:
+        return "?"
+    code, head = str(commit.get("code", ""))[:7], str(commit.get("head", ""))[:7]
+    return code if code == head or not head else f"{code} (head {head})"
+
+
+def figures_table(result: dict[str, Any], baseline: dict[str, Any] | None) -> str:
+    """Each figure per N, beside the baseline's."""
+    today = (baseline or {}).get("summary", {})
+    head = ("figure", "turns", "now", f"today ({_short((baseline or {}).get('commit'))})", "now / today")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, key, kind in ROWS:
+        for n, summary in result["summary"].items():
+            now, then = summary.get(key), today.get(n, {}).get(key)
+            r = ratio(now, then) if isinstance(now, dict) and isinstance(then, dict) else None
+            lines.append(f"| {label} | {n} | {_cell(now, kind)} | {_cell(then, kind)} | {r if r else ''} |")
+    return "\n".join(lines)
+
+
+def _verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "**MISSED**")
+
+
+def _median(summary: dict[str, Any], key: str) -> float | None:
+    figure = summary.get(key) or {}
+    return figure.get("median")
+
+
+def target_rows(result: dict[str, Any], baseline: dict[str, Any] | None) -> list[tuple[str, str, str]]:
+    """(target, measured, verdict) for the four targets of issue 13."""
+    summary, today = result["summary"], (baseline or {}).get("summary", {})
+    rows: list[tuple[str, str, str]] = []
+    largest = max(summary, key=int) if summary else None
+    if largest is not None:
+        first, last = (
+            _median(summary[largest], "turn_10_bytes"),
+            _median(summary[largest], "last_tool_turn_bytes"),
+        )
+        flat = round(last / first, 3) if first and last else None
+        ok = (
+            None
+            if flat is None or last is None
+            else (flat <= TARGETS["turn_bytes_flat_ratio_max"] and last <= TARGETS["turn_bytes_max"])
+        )
+        rows.append(
+            (
+                f"bytes added per turn flat from turn 10 to turn {largest} "
+                f"(≤ ×{TARGETS['turn_bytes_flat_ratio_max']}) and ≤ {TARGETS['turn_bytes_max']:,} B",
+                f"turn 10: {human_bytes(first)}, turn {largest}: {human_bytes(last)} (×{flat})",
+                _verdict(ok),
+            )
+        )
+    rows.append(
+        _vs_today(
+            summary,
+            today,
+            "100",
+            "history_bytes_reported",
+            "history_at_100_vs_today_max",
+            "total history at turn 100 ≤ a tenth of today's",
+            human_bytes,
+        )
+    )
+    rows.append(
+        _vs_today(
+            summary,
+            today,
+            "10",
+            "ms_per_turn",
+            "ms_per_turn_at_10_vs_today_max",
+            "time per turn at turn 10 within ×1.10 of today's",
+            lambda v: f"{v:.1f} ms",
+        )
+    )
+    if "1000" in summary:
+        s = summary["1000"]
+        got, want = _median(s, "model_last_messages"), _median(s, "model_expected_messages")
+        rows.append(
+            (
+                "the model's request at turn 1,000 holds every message",
+                f"{got:.0f} of {want:.0f} messages" if got is not None and want is not None else "n/a",
+                _verdict(None if got is None else bool(s.get("model_every_message"))),
+            )
+        )
+    return rows
+
+
+def _vs_today(
+    summary: dict[str, Any], today: dict[str, Any], n: str, key: str, limit: str, label: str, show: Any
+) -> tuple[str, str, str]:
+    now, then = _median(summary.get(n, {}), key), _median(today.get(n, {}), key)
+    if now is None or then is None:
+        return (label, "n/a (no run or no baseline)", "n/a")
+    r = round(now / then, 3)
+    return (label, f"{show(now)} vs {show(then)} (×{r})", _verdict(r <= TARGETS[limit]))
+
+
+def long_table(result: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
+    """The phase's tables: figures beside today's, then the targets."""
+    baseline = baseline if baseline is not None else latest_baseline()
+    source = (
+        f"today = {baseline['file']}, code at {_short(baseline['commit'])}"
+        if baseline
+        else "no baseline file: run `python -m benchmarks.bench_long --save-baseline` on today's code"
+    )
+    lines = [f"long conversation ({source}; now = {_short(result.get('commit'))})", ""]
+    lines.append(figures_table(result, baseline))
+    lines += ["", "| target | measured | verdict |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in target_rows(result, baseline)]
+    return "\n".join(lines)
