@@ -71,6 +71,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="journal each request's message count and size, not its body (long conversations, benchmarks)",
     )
+    _add_fault_flags(parser)
+    parser.set_defaults(func=_llm)
+
+
+def _add_fault_flags(parser: argparse.ArgumentParser) -> None:
+    """The fault-injection flags (the fields of `FaultConfig` a command line sets)."""
     faults = parser.add_argument_group("fault injection (change at run time with PUT /_control/faults)")
     faults.add_argument("--latency-ms", type=float, default=0.0, help="delay before every /v1 answer")
     faults.add_argument(
@@ -98,7 +104,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="STATUS",
         help="answer the next request(s) with STATUS",
     )
-    parser.set_defaults(func=_llm)
 
 
 def fault_fields(args: argparse.Namespace) -> dict[str, Any]:
