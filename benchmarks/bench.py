@@ -834,7 +834,8 @@ def main(argv: list[str] | None = None) -> None:
     out.write_text(json.dumps(document, indent=2) + "\n")
     print(f"\nagentkeel benchmark ({'quick' if args.quick else 'full'} run, {document['duration_s']} s)")
     print(f"machine: {describe_machine(info)}\n")
-    print(table(results))
+    if set(results) - {"long"}:
+        print(table(results))
     if extra := cpu_table(results):
         print("\n" + extra)
     if "long" in results:

@@ -103,6 +103,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "model_expected_messages": spread(_values(rows, "model", "expected_last_request_messages"), 0),
         "model_every_message": all(row.get("model", {}).get("every_message") for row in rows),
         "model_last_request_bytes": spread(_values(rows, "model", "last_request_body_bytes"), 0),
+        "load_avg_1m": spread(_values(rows, "load_avg_1m"), 2),
     }
 
 
