@@ -28,6 +28,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ from benchmarks.bench_long_report import (
     long_table,
     summarise,
 )
-from benchmarks.bench_stack import Provider, keel_server, machine, workers
+from benchmarks.bench_stack import Provider, cpu_seconds, keel_server, machine, workers
 from benchmarks.bench_stats import percentile
 from benchmarks.bench_store import store_figures
 
@@ -147,21 +148,38 @@ def _model_figures(entries: list[dict[str, Any]], n: int) -> dict[str, Any]:
     }
 
 
-async def one_run(keel: Keel, provider: Provider, home: Path, n: int) -> dict[str, Any]:
+@dataclass
+class Stack:
+    """What one run is started on and measured with."""
+
+    keel: Keel
+    provider: Provider
+    home: Path
+    """The worker's `Settings.home` (where the default store lives)."""
+    pids: dict[str, int]
+    """Processes whose CPU a run is charged: server, worker, provider."""
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds each process has used so far."""
+        return {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+
+async def one_run(stack: Stack, n: int) -> dict[str, Any]:
     """Start one conversation of `n` tool turns, wait for it (up to its cap) and measure it."""
-    correlation = uuid.uuid4().hex
-    seq = max((e["seq"] for e in await provider.journal()), default=0)
-    store_before = await store_figures(home)
-    started = time.perf_counter()
+    keel, correlation = stack.keel, uuid.uuid4().hex
+    seq = max((e["seq"] for e in await stack.provider.journal()), default=0)
+    store_before = await store_figures(stack.home)
+    cpu_before, started = stack.cpu(), time.perf_counter()
     handle = await keel.start(team_for(n), long_app.goal(n), correlation_id=correlation)
     status, reason = await _await_result(keel, handle, n)
     wall = time.perf_counter() - started
+    cpu = {name: (spent - cpu_before[name]) / n * 1000 for name, spent in stack.cpu().items()}
     runs = await chain_runs(keel.client, handle.workflow_id, sizes=True)
     events = [e for run in runs for e in run.events]
     turns = await turns_of(keel.client, events, raw=False)
-    entries = [e for e in await provider.journal(seq) if e.get("correlation_id") == correlation]
+    entries = [e for e in await stack.provider.journal(seq) if e.get("correlation_id") == correlation]
     reported = [run.reported_bytes for run in runs]
-    store_after = await store_figures(home)
+    store_after = await store_figures(stack.home)
     out: dict[str, Any] = {
         "turns": n,
         "workflow_id": handle.workflow_id,
@@ -170,6 +188,9 @@ async def one_run(keel: Keel, provider: Provider, home: Path, n: int) -> dict[st
         "tool_calls": _tool_calls(events),
         "wall_s": round(wall, 3),
         "ms_per_turn": round(wall / n * 1000, 2),
+        # CPU moves far less than wall time when other work shares the machine's cores.
+        "cpu_ms_per_turn": round(sum(cpu.values()), 2),
+        "cpu_ms_per_turn_by_process": {name: round(ms, 2) for name, ms in cpu.items()},
         "runs_in_chain": len(runs),
         "history_bytes_reported": sum(r for r in reported if r is not None) if None not in reported else None,
         "history_bytes_events": sum(run.event_bytes for run in runs),
@@ -211,10 +232,18 @@ def _store_delta(before: dict[str, Any] | None, after: dict[str, Any] | None) ->
 
 
 async def measure_long(
-    folder: Path, address: str, keel_client: Client, turns: Sequence[int] = TURNS
+    folder: Path,
+    address: str,
+    keel_client: Client,
+    turns: Sequence[int] = TURNS,
+    server_pid: int | None = None,
 ) -> dict[str, Any]:
     """The long-conversation phase on a running server: its own provider (bodies kept out of the
-    journal, context limit lifted) and its own worker with the app; every N in `turns`."""
+    journal, context limit lifted) and its own worker with the app; every N in `turns`.
+
+    Args:
+        server_pid: The Temporal server's process, whose CPU is counted with the worker's and provider's.
+    """
     provider = Provider(folder, long_app.SCENARIO_FILE, extra_args=("--no-journal-bodies",), name="-long")
     await provider.start()
     try:
@@ -222,13 +251,18 @@ async def measure_long(
         async with workers(
             folder, address, provider.port, kinds=("saga",), tag="-long", apps=("benchmarks.long_app",)
         ) as procs:
-            keel = Keel(keel_client, settings=Settings(task_queue=procs["saga"].task_queue))
-            home = folder / "home"
+            pids = {"worker": procs["saga"].child.pid, "provider": provider.child.pid}
+            stack = Stack(
+                keel=Keel(keel_client, settings=Settings(task_queue=procs["saga"].task_queue)),
+                provider=provider,
+                home=folder / "home",
+                pids={"server": server_pid, **pids} if server_pid else pids,
+            )
             say("warm-up: one run of 3 tool turns")
-            await one_run(keel, provider, home, 3)
+            await one_run(stack, 3)
             runs: dict[str, list[dict[str, Any]]] = {}
             for n in turns:
-                runs[str(n)] = [await one_run(keel, provider, home, n) for _ in range(REPS.get(n, 1))]
+                runs[str(n)] = [await one_run(stack, n) for _ in range(REPS.get(n, 1))]
     finally:
         await provider.stop()
     result = {
@@ -268,7 +302,8 @@ async def run_long(folder: Path, turns: Sequence[int] = TURNS) -> dict[str, Any]
     async with keel_server(folder) as server:
         say(f"keel server at {server.address}; working folder {folder}")
         client = await connect(address=server.address)
-        return await measure_long(folder, server.address, client, turns)
+        pid = server.process.pid if server.process is not None else None
+        return await measure_long(folder, server.address, client, turns, server_pid=pid)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -90,6 +90,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "reps": len(rows),
         "tool_calls": spread(_values(rows, "tool_calls"), 0),
         "ms_per_turn": spread(_values(rows, "ms_per_turn"), 2),
+        "cpu_ms_per_turn": spread(_values(rows, "cpu_ms_per_turn"), 2),
         "turn_ms_median": spread(_values(rows, "turn_ms_median"), 1),
         "history_bytes_reported": spread(_values(rows, "history_bytes_reported"), 0),
         "history_bytes_events": spread(_values(rows, "history_bytes_events"), 0),
@@ -130,6 +131,8 @@ def _cell(figure: dict[str, Any] | None, kind: str) -> str:
         return text if lo == hi else f"{text} [{lo}-{hi}]"
     if kind == "ms":
         return f"{med:.1f} ms" if low == high else f"{med:.1f} [{low:.1f}-{high:.1f}] ms"
+    if kind == "load":
+        return f"{med:.2f}" if low == high else f"{med:.2f} [{low:.2f}-{high:.2f}]"
     return f"{med:.0f}" if low == high else f"{med:.0f} [{low:.0f}-{high:.0f}]"
 
 
@@ -142,6 +145,8 @@ ROWS = (
     ("store bytes added (stored)", "store_stored_bytes", "bytes"),
     ("time per turn (wall / N)", "ms_per_turn", "ms"),
     ("median turn (history timestamps)", "turn_ms_median", "ms"),
+    ("CPU per turn (server + worker + provider)", "cpu_ms_per_turn", "ms"),
+    ("load average (1 min) after the run", "load_avg_1m", "load"),
     ("tool calls made", "tool_calls", "count"),
     ("messages in the model's last request", "model_last_messages", "count"),
     ("messages the conversation holds", "model_expected_messages", "count"),
@@ -153,13 +158,13 @@ def _short(commit: dict[str, Any] | None) -> str:
     if not commit:
         return "?"
     code, head = str(commit.get("code", ""))[:7], str(commit.get("head", ""))[:7]
-    return code if code == head or not head else f"{code} (head {head})"
+    return code if code == head or not head else f"{code}, head {head}"
 
 
 def figures_table(result: dict[str, Any], baseline: dict[str, Any] | None) -> str:
     """Each figure per N, beside the baseline's."""
     today = (baseline or {}).get("summary", {})
-    head = ("figure", "turns", "now", f"today ({_short((baseline or {}).get('commit'))})", "now / today")
+    head = ("figure", "turns", "now", "today", "now / today")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, key, kind in ROWS:
         for n, summary in result["summary"].items():
@@ -178,84 +183,97 @@ def _median(summary: dict[str, Any], key: str) -> float | None:
     return figure.get("median")
 
 
+def _flat_row(summary: dict[str, Any]) -> tuple[str, str, str] | None:
+    """Bytes of turn 10 and of the last tool turn of the longest run."""
+    if not summary:
+        return None
+    largest = max(summary, key=int)
+    first = _median(summary[largest], "turn_10_bytes")
+    last = _median(summary[largest], "last_tool_turn_bytes")
+    flat = round(last / first, 3) if first and last else None
+    ok = None
+    if flat is not None and last is not None:
+        ok = flat <= TARGETS["turn_bytes_flat_ratio_max"] and last <= TARGETS["turn_bytes_max"]
+    return (
+        f"bytes added per turn flat from turn 10 to turn {largest} "
+        f"(≤ ×{TARGETS['turn_bytes_flat_ratio_max']}) and ≤ {TARGETS['turn_bytes_max']:,} B",
+        f"turn 10: {human_bytes(first)}, turn {largest}: {human_bytes(last)} (×{flat})",
+        _verdict(ok),
+    )
+
+
+def _history_row(summary: dict[str, Any], today: dict[str, Any]) -> tuple[str, str, str]:
+    label = "total history at turn 100 ≤ a tenth of today's"
+    now, then = (
+        _median(summary.get("100", {}), "history_bytes_reported"),
+        _median(today.get("100", {}), "history_bytes_reported"),
+    )
+    if now is None or then is None:
+        return (label, "n/a (no 100-turn run, or no baseline)", "n/a")
+    r = round(now / then, 3)
+    return (
+        label,
+        f"{human_bytes(now)} vs {human_bytes(then)} (×{r})",
+        _verdict(r <= TARGETS["history_at_100_vs_today_max"]),
+    )
+
+
+def _time_row(summary: dict[str, Any], today: dict[str, Any]) -> tuple[str, str, str]:
+    """Wall time per turn at N=10 against today's; CPU per turn beside it, which machine load moves less."""
+    label = f"time per turn at turn 10 within ×{TARGETS['ms_per_turn_at_10_vs_today_max']} of today's"
+    now, then = summary.get("10", {}), today.get("10", {})
+    wall_now, wall_then = _median(now, "ms_per_turn"), _median(then, "ms_per_turn")
+    if wall_now is None or wall_then is None:
+        return (label, "n/a (no 10-turn run, or no baseline)", "n/a")
+    r = round(wall_now / wall_then, 3)
+    ok = r <= TARGETS["ms_per_turn_at_10_vs_today_max"]
+    text = f"{wall_now:.1f} ms vs {wall_then:.1f} ms (×{r})"
+    cpu_now, cpu_then = _median(now, "cpu_ms_per_turn"), _median(then, "cpu_ms_per_turn")
+    cpu_r = round(cpu_now / cpu_then, 3) if cpu_now and cpu_then else None
+    if cpu_r is not None:
+        text += f"; CPU {cpu_now:.1f} vs {cpu_then:.1f} ms (×{cpu_r})"
+    load_now, load_then = _median(now, "load_avg_1m"), _median(then, "load_avg_1m")
+    if load_now is not None and load_then is not None:
+        text += f"; load {load_now:.2f} vs {load_then:.2f}"
+    verdict = _verdict(ok)
+    if not ok and cpu_r is not None and cpu_r <= TARGETS["ms_per_turn_at_10_vs_today_max"]:
+        verdict += " on wall time; CPU within: rerun on a quiet machine"
+    return (label, text, verdict)
+
+
+def _messages_row(summary: dict[str, Any]) -> tuple[str, str, str] | None:
+    s = summary.get("1000")
+    if s is None:
+        return None
+    got, want = _median(s, "model_last_messages"), _median(s, "model_expected_messages")
+    return (
+        "the model's request at turn 1,000 holds every message",
+        f"{got:.0f} of {want:.0f} messages" if got is not None and want is not None else "n/a",
+        _verdict(None if got is None else bool(s.get("model_every_message"))),
+    )
+
+
 def target_rows(result: dict[str, Any], baseline: dict[str, Any] | None) -> list[tuple[str, str, str]]:
     """(target, measured, verdict) for the four targets of issue 13."""
     summary, today = result["summary"], (baseline or {}).get("summary", {})
-    rows: list[tuple[str, str, str]] = []
-    largest = max(summary, key=int) if summary else None
-    if largest is not None:
-        first, last = (
-            _median(summary[largest], "turn_10_bytes"),
-            _median(summary[largest], "last_tool_turn_bytes"),
-        )
-        flat = round(last / first, 3) if first and last else None
-        ok = (
-            None
-            if flat is None or last is None
-            else (flat <= TARGETS["turn_bytes_flat_ratio_max"] and last <= TARGETS["turn_bytes_max"])
-        )
-        rows.append(
-            (
-                f"bytes added per turn flat from turn 10 to turn {largest} "
-                f"(≤ ×{TARGETS['turn_bytes_flat_ratio_max']}) and ≤ {TARGETS['turn_bytes_max']:,} B",
-                f"turn 10: {human_bytes(first)}, turn {largest}: {human_bytes(last)} (×{flat})",
-                _verdict(ok),
-            )
-        )
-    rows.append(
-        _vs_today(
-            summary,
-            today,
-            "100",
-            "history_bytes_reported",
-            "history_at_100_vs_today_max",
-            "total history at turn 100 ≤ a tenth of today's",
-            human_bytes,
-        )
-    )
-    rows.append(
-        _vs_today(
-            summary,
-            today,
-            "10",
-            "ms_per_turn",
-            "ms_per_turn_at_10_vs_today_max",
-            "time per turn at turn 10 within ×1.10 of today's",
-            lambda v: f"{v:.1f} ms",
-        )
-    )
-    if "1000" in summary:
-        s = summary["1000"]
-        got, want = _median(s, "model_last_messages"), _median(s, "model_expected_messages")
-        rows.append(
-            (
-                "the model's request at turn 1,000 holds every message",
-                f"{got:.0f} of {want:.0f} messages" if got is not None and want is not None else "n/a",
-                _verdict(None if got is None else bool(s.get("model_every_message"))),
-            )
-        )
-    return rows
-
-
-def _vs_today(
-    summary: dict[str, Any], today: dict[str, Any], n: str, key: str, limit: str, label: str, show: Any
-) -> tuple[str, str, str]:
-    now, then = _median(summary.get(n, {}), key), _median(today.get(n, {}), key)
-    if now is None or then is None:
-        return (label, "n/a (no run or no baseline)", "n/a")
-    r = round(now / then, 3)
-    return (label, f"{show(now)} vs {show(then)} (×{r})", _verdict(r <= TARGETS[limit]))
+    rows = [
+        _flat_row(summary),
+        _history_row(summary, today),
+        _time_row(summary, today),
+        _messages_row(summary),
+    ]
+    return [row for row in rows if row is not None]
 
 
 def long_table(result: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
     """The phase's tables: figures beside today's, then the targets."""
     baseline = baseline if baseline is not None else latest_baseline()
     source = (
-        f"today = {baseline['file']}, code at {_short(baseline['commit'])}"
+        f"today = {baseline['file']}: code at {_short(baseline['commit'])}"
         if baseline
         else "no baseline file: run `python -m benchmarks.bench_long --save-baseline` on today's code"
     )
-    lines = [f"long conversation ({source}; now = {_short(result.get('commit'))})", ""]
+    lines = [f"8. long conversation ({source}; now: code at {_short(result.get('commit'))})", ""]
     lines.append(figures_table(result, baseline))
     lines += ["", "| target | measured | verdict |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in target_rows(result, baseline)]

@@ -129,6 +129,11 @@ def test_targets_against_a_baseline() -> None:
         },
     }
     assert [v for _, _, v in target_rows(slow, today)][2] == "**MISSED**"
+    # Slower on the wall clock for the same CPU: the machine was busier; the verdict says so.
+    for summary, ms in ((today["summary"]["10"], 40.0), (slow["summary"]["10"], 45.0)):
+        summary["cpu_ms_per_turn"] = {"median": 30.0, "min": 30.0, "max": 30.0}
+        assert summary["ms_per_turn"]["median"] == ms
+    assert "CPU within" in target_rows(slow, today)[2][2]
     table = long_table(now, today)
     assert "c9e8f9e" in table and "2002 of 2002 messages" in table
 
