@@ -15,7 +15,10 @@ Shapes (also written to the JSON):
   handing off to the next (a handoff runs no activity), so the saga runs
   exactly N `call_llm` activities against the offline provider;
 * bare workflow of N steps: N no-op activities in a row (`bench_bare.py`);
-* long conversation: one agent calling the no-op tool `bench_noop` each turn.
+* long conversation: one agent calling the no-op tool `bench_noop` each turn;
+* `--only long` (`bench_long.py`): one agent whose tool returns 2 KB of random text per
+  call, for 10, 100 and 1,000 tool turns, on its own fresh server, beside the newest
+  `results/long-baseline-*.json` (issue 13).
 """
 
 from __future__ import annotations

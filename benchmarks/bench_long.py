@@ -276,7 +276,7 @@ async def measure_long(
     }
     baseline = latest_baseline()
     if baseline is not None:
-        result["baseline"] = {"file": baseline["file"], "commit": baseline["commit"]}
+        result["baseline"] = baseline["sources"]
     return result
 
 

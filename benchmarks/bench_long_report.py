@@ -57,16 +57,27 @@ def git_commit() -> dict[str, Any]:
 
 
 def latest_baseline(folder: Path = RESULTS_DIR) -> dict[str, Any] | None:
-    """The newest baseline: its file name, commit and per-N summary (None when there is none)."""
-    found: list[tuple[str, Path, dict[str, Any]]] = []
+    """Today's figures: for each N, those of the newest baseline file that measured it (so a file
+    re-measuring only `--turns 10` replaces only that row), with the files and commits they came from.
+
+    Returns None when there is no baseline file.
+    """
+    found: list[tuple[str, str, dict[str, Any]]] = []
     for path in folder.glob(BASELINE_GLOB):
         with contextlib.suppress(OSError, ValueError, KeyError):
             doc = json.loads(path.read_text())
-            found.append((doc.get("started_at", ""), path, doc["results"]["long"]))
+            found.append((doc.get("started_at", ""), path.name, doc["results"]["long"]))
     if not found:
         return None
-    _, path, long = max(found, key=lambda item: (item[0], item[1].name))
-    return {"file": path.name, "commit": long.get("commit", {}), "summary": long.get("summary", {})}
+    summary: dict[str, Any] = {}
+    sources: dict[str, dict[str, Any]] = {}
+    for _, name, long in sorted(found, key=lambda item: (item[0], item[1])):
+        for n, figures in long.get("summary", {}).items():
+            summary[n] = figures
+            sources[n] = {"file": name, "commit": long.get("commit", {})}
+    newest = max(sources.values(), key=lambda src: src["file"])
+    files = sorted({src["file"] for src in sources.values()})
+    return {"file": ", ".join(files), "commit": newest["commit"], "sources": sources, "summary": summary}
 
 
 # --------------------------------------------------------------------------- summary
@@ -269,7 +280,11 @@ def long_table(result: dict[str, Any], baseline: dict[str, Any] | None = None) -
     """The phase's tables: figures beside today's, then the targets."""
     baseline = baseline if baseline is not None else latest_baseline()
     source = (
-        f"today = {baseline['file']}: code at {_short(baseline['commit'])}"
+        "today = "
+        + "; ".join(
+            f"{n} turns: {src['file']}, code at {_short(src['commit'])}"
+            for n, src in baseline["sources"].items()
+        )
         if baseline
         else "no baseline file: run `python -m benchmarks.bench_long --save-baseline` on today's code"
     )

@@ -14,7 +14,7 @@ from agentkeel.settings import Settings
 from agentkeel.store import open_store
 from benchmarks import long_app
 from benchmarks.bench_long import _model_figures, _store_delta
-from benchmarks.bench_long_report import long_table, summarise, target_rows
+from benchmarks.bench_long_report import latest_baseline, long_table, summarise, target_rows
 from benchmarks.bench_store import store_figures
 
 pytestmark = pytest.mark.unit
@@ -103,9 +103,11 @@ def _row(n: int, *, history: int, last: int, turn10: int, ms: float, got: int) -
 
 
 def test_targets_against_a_baseline() -> None:
+    commit = {"code": "c9e8f9e" + "0" * 33, "head": "c9e8f9e" + "0" * 33}
     today = {
         "file": "long-baseline-x.json",
-        "commit": {"code": "c9e8f9e" + "0" * 33, "head": "c9e8f9e" + "0" * 33},
+        "commit": commit,
+        "sources": {n: {"file": "long-baseline-x.json", "commit": commit} for n in ("10", "100")},
         "summary": {
             "10": summarise([_row(10, history=150_000, last=19_600, turn10=19_600, ms=40.0, got=22)]),
             "100": summarise([_row(100, history=6_400_000, last=83_000, turn10=19_600, ms=47.0, got=103)]),
@@ -151,3 +153,19 @@ async def test_store_figures(tmp_path: Path) -> None:
     assert (figures["objects"], figures["plain_bytes"]) == (2, len(b"one message") + len(b"another message"))
     delta = _store_delta({"objects": 1, "stored_bytes": 5, "plain_bytes": 5, "file_bytes": 0}, figures)
     assert delta is not None and delta["objects"] == 1
+
+
+def test_baseline_takes_each_n_from_the_newest_file_that_measured_it(tmp_path: Path) -> None:
+    def write(name: str, started: str, head: str, summaries: dict[str, Any]) -> None:
+        long = {"commit": {"head": head, "code": head}, "summary": summaries}
+        (tmp_path / name).write_text(json.dumps({"started_at": started, "results": {"long": long}}))
+
+    assert latest_baseline(tmp_path) is None
+    write("long-baseline-1.json", "2026-12-01T10:00:00+00:00", "a" * 40, {"10": {"x": 1}, "100": {"x": 2}})
+    write("long-baseline-2.json", "2026-12-01T11:00:00+00:00", "b" * 40, {"10": {"x": 3}})
+    (tmp_path / "long-baseline-broken.json").write_text("{")
+    baseline = latest_baseline(tmp_path)
+    assert baseline is not None
+    assert baseline["summary"] == {"10": {"x": 3}, "100": {"x": 2}}
+    assert baseline["sources"]["100"]["file"] == "long-baseline-1.json"
+    assert baseline["commit"]["head"] == "b" * 40
