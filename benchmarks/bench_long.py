@@ -82,17 +82,17 @@ def team_for(turns: int) -> TeamSpec:
 # --------------------------------------------------------------------------- one run
 
 
-async def _await_result(keel: Keel, handle: Any, turns: int) -> tuple[str, str]:
-    """The run's status and reason; a run over its cap is terminated and reported as such."""
+async def _await_result(keel: Keel, handle: Any, turns: int) -> tuple[str, str, str]:
+    """The run's status, reason and answer; a run over its cap is terminated and reported as such."""
     cap = cap_seconds(turns)
     try:
         result = await asyncio.wait_for(handle.result(), cap)
     except TimeoutError:
         await keel.client.get_workflow_handle(handle.workflow_id).terminate(reason="benchmark cap")
-        return "TimedOut", f"terminated by the benchmark after {cap:.0f} s"
+        return "TimedOut", f"terminated by the benchmark after {cap:.0f} s", ""
     except Exception as exc:  # a failed run is a figure too: record it, measure what it left
-        return "Error", f"{type(exc).__name__}: {exc}"
-    return str(result.status), result.reason or ""
+        return "Error", f"{type(exc).__name__}: {exc}", ""
+    return str(result.status), result.reason or "", (result.output or "")[:200]
 
 
 def _tool_calls(events: Sequence[HistoryEvent]) -> int:
@@ -171,7 +171,7 @@ async def one_run(stack: Stack, n: int) -> dict[str, Any]:
     store_before = await store_figures(stack.home)
     cpu_before, started = stack.cpu(), time.perf_counter()
     handle = await keel.start(team_for(n), long_app.goal(n), correlation_id=correlation)
-    status, reason = await _await_result(keel, handle, n)
+    status, reason, answer = await _await_result(keel, handle, n)
     wall = time.perf_counter() - started
     cpu = {name: (spent - cpu_before[name]) / n * 1000 for name, spent in stack.cpu().items()}
     runs = await chain_runs(keel.client, handle.workflow_id, sizes=True)
@@ -185,6 +185,7 @@ async def one_run(stack: Stack, n: int) -> dict[str, Any]:
         "workflow_id": handle.workflow_id,
         "status": status,
         "reason": reason,
+        "answer": answer,
         "tool_calls": _tool_calls(events),
         "wall_s": round(wall, 3),
         "ms_per_turn": round(wall / n * 1000, 2),
@@ -208,6 +209,11 @@ async def one_run(stack: Stack, n: int) -> dict[str, Any]:
 def _report(run: dict[str, Any]) -> None:
     model = run["model"]
     history = run["history_bytes_reported"] or run["history_bytes_events"]
+    if run["tool_calls"] != run["turns"] or run["status"] != "Completed":
+        say(
+            f"PROBLEM: {run['workflow_id']} made {run['tool_calls']} of {run['turns']} tool calls and ended "
+            f"{run['status']} {run['reason']!r}; its answer: {run['answer']!r}"
+        )
     say(
         f"{run['turns']} turns: {run['status']} in {run['wall_s']:.1f} s, {run['runs_in_chain']} run(s), "
         f"{history / 1e6:.2f} MB of history, last tool turn {run['last_tool_turn_bytes']} B, model's last "

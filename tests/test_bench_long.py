@@ -58,6 +58,13 @@ def test_scripted_model_counts_in_the_conversation() -> None:
     assert call is None and content == "All 3 tool turns are done."
 
 
+def test_scripted_model_says_when_it_cannot_read_the_result() -> None:
+    goal = {"role": "user", "content": long_app.goal(3)}
+    preview = {"role": "tool", "tool_call_id": "call_1", "content": '{"call": 1, "done": false, "of": 3, "te'}
+    content, call = _ask([SYSTEM, goal, *_turn(1, 3)[:1], preview])
+    assert call is None and content is not None and content.startswith("BENCH ERROR")
+
+
 def test_scripted_model_keeps_counting_when_old_messages_are_dropped() -> None:
     # A compacted conversation (the goal, a marker, the last turns): the count goes on from the
     # last result, so the run still makes exactly N tool calls.
