@@ -15,6 +15,7 @@ request shows how much of the conversation it was given.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import random
 from pathlib import Path
@@ -54,22 +55,25 @@ async def bench_payload(call: int, of: int) -> dict[str, Any]:
 
 
 def _keep_all() -> dict[str, Any]:
-    """`context: keep_all` where the code under test has context policies (issue 13), else nothing."""
+    """`Agent` arguments asking for `context: keep_all` where the code under test has context
+    policies (issue 13), else none: the same app runs on the code before them."""
+    policy = {"strategy": "keep_all"}
+    if "context" in {f.name for f in dataclasses.fields(Agent)}:
+        return {"context": policy}
     if "context" not in AgentSpec.model_fields:
         return {}
-    extra = {"context": {"strategy": "keep_all"}}
     try:
-        AgentSpec(name=AGENT, instructions="x", **extra)
+        AgentSpec(name=AGENT, instructions="x", context=policy)
     except ValueError:
         return {}
-    return extra
+    return {"extra": {"context": policy}}
 
 
 talker = Agent(
     name=AGENT,
     instructions=f"You are a benchmark agent. Call {PAYLOAD_TOOL} on every turn until it says done.",
     tools=[bench_payload],
-    extra=_keep_all(),
+    **_keep_all(),
 )
 team = Team(name=TEAM, entry=talker, agents=[talker], max_turns=MAX_TURNS, max_tool_errors=0)
 app = App(name="bench-long", teams=[team], scenarios=[SCENARIO_FILE])
