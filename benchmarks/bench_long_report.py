@@ -276,15 +276,21 @@ def target_rows(result: dict[str, Any], baseline: dict[str, Any] | None) -> list
     return [row for row in rows if row is not None]
 
 
+def _sources(sources: dict[str, dict[str, Any]]) -> str:
+    """`file, code at X` per baseline file used, with its turns when several files are."""
+    by_file: dict[str, list[str]] = {}
+    for n, src in sources.items():
+        by_file.setdefault(f"{src['file']}, code at {_short(src['commit'])}", []).append(n)
+    if len(by_file) == 1:
+        return next(iter(by_file))
+    return "; ".join(f"{where} ({', '.join(ns)} turns)" for where, ns in by_file.items())
+
+
 def long_table(result: dict[str, Any], baseline: dict[str, Any] | None = None) -> str:
     """The phase's tables: figures beside today's, then the targets."""
     baseline = baseline if baseline is not None else latest_baseline()
     source = (
-        "today = "
-        + "; ".join(
-            f"{n} turns: {src['file']}, code at {_short(src['commit'])}"
-            for n, src in baseline["sources"].items()
-        )
+        "today = " + _sources(baseline["sources"])
         if baseline
         else "no baseline file: run `python -m benchmarks.bench_long --save-baseline` on today's code"
     )
