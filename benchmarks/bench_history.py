@@ -101,3 +101,38 @@ async def history_turns(client: Client, workflow_id: str) -> list[dict[str, Any]
     """`turns_of` the whole continue-as-new chain of `workflow_id`."""
     runs = await chain_runs(client, workflow_id)
     return await turns_of(client, [e for run in runs for e in run.events])
+
+
+_ACTIVITY_ATTRS = (
+    "activity_task_started_event_attributes",
+    "activity_task_completed_event_attributes",
+    "activity_task_failed_event_attributes",
+)
+
+
+def turn_breakdown(events: list[HistoryEvent], turn: int) -> dict[str, int]:
+    """Bytes of LLM turn `turn` (1-based) by kind of event, largest first: where a turn's bytes go.
+
+    Activity events are named with the activity (`ACTIVITY_TASK_SCHEDULED call_llm`).
+    """
+    starts = [
+        i
+        for i, e in enumerate(events)
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.activity_type.name == CALL_LLM_ACTIVITY
+    ]
+    if turn < 1 or turn > len(starts):
+        return {}
+    end = starts[turn] if turn < len(starts) else len(events)
+    names: dict[int, str] = {}
+    out: dict[str, int] = {}
+    for event in events[starts[turn - 1] : end]:
+        kind = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_")
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            names[event.event_id] = event.activity_task_scheduled_event_attributes.activity_type.name
+            kind += f" {names[event.event_id]}"
+        for attrs_name in _ACTIVITY_ATTRS:
+            if event.HasField(attrs_name):
+                kind += f" {names.get(getattr(event, attrs_name).scheduled_event_id, '?')}"
+        out[kind] = out.get(kind, 0) + event.ByteSize()
+    return dict(sorted(out.items(), key=lambda item: -item[1]))

@@ -41,7 +41,7 @@ from agentkeel.contracts import TeamSpec
 from agentkeel.settings import Settings
 from agentkeel.starters.client import Keel
 from benchmarks import long_app
-from benchmarks.bench_history import chain_runs, turns_of
+from benchmarks.bench_history import chain_runs, turn_breakdown, turns_of
 from benchmarks.bench_long_report import (
     RESULTS_DIR,
     TARGETS,
@@ -197,6 +197,7 @@ async def one_run(stack: Stack, n: int) -> dict[str, Any]:
         "history_bytes_events": sum(run.event_bytes for run in runs),
         "history_events": len(events),
         **_turn_figures(turns, n, events[-1].event_time.ToMicroseconds() / 1e6),
+        "last_tool_turn_by_event": turn_breakdown(events, n),
         "model": _model_figures(entries, n),
         "store": _store_delta(store_before, store_after),
         # Two shared cores: other processes' load moves the times; it is recorded beside them.

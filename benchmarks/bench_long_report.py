@@ -298,4 +298,19 @@ def long_table(result: dict[str, Any], baseline: dict[str, Any] | None = None) -
     lines.append(figures_table(result, baseline))
     lines += ["", "| target | measured | verdict |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in target_rows(result, baseline)]
+    if where := _breakdown(result):
+        lines += ["", where]
     return "\n".join(lines)
+
+
+def _breakdown(result: dict[str, Any]) -> str:
+    """Where the longest run's last tool turn put its bytes, by kind of event."""
+    runs = result.get("runs", {})
+    if not runs:
+        return ""
+    largest = max(runs, key=int)
+    parts = (runs[largest][0].get("last_tool_turn_by_event") or {}) if runs[largest] else {}
+    if not parts:
+        return ""
+    shown = ", ".join(f"{kind.lower()} {size:,}" for kind, size in parts.items())
+    return f"bytes of tool turn {largest} by event: {shown}"
