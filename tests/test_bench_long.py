@@ -176,3 +176,42 @@ def test_baseline_takes_each_n_from_the_newest_file_that_measured_it(tmp_path: P
     assert baseline["summary"] == {"10": {"x": 3}, "100": {"x": 2}}
     assert baseline["sources"]["100"]["file"] == "long-baseline-1.json"
     assert baseline["commit"]["head"] == "b" * 40
+
+
+def test_turn_breakdown_names_activity_events() -> None:
+    from temporalio.api.enums.v1 import EventType
+    from temporalio.api.history.v1 import HistoryEvent
+
+    from benchmarks.bench_history import turn_breakdown
+
+    def scheduled(event_id: int, name: str) -> HistoryEvent:
+        event = HistoryEvent(event_id=event_id, event_type=EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+        event.activity_task_scheduled_event_attributes.activity_type.name = name
+        return event
+
+    def completed(event_id: int, scheduled_id: int) -> HistoryEvent:
+        event = HistoryEvent(event_id=event_id, event_type=EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED)
+        event.activity_task_completed_event_attributes.scheduled_event_id = scheduled_id
+        return event
+
+    events = [
+        scheduled(1, "call_llm"),
+        completed(2, 1),
+        scheduled(3, "bench_payload"),
+        completed(4, 3),
+        scheduled(5, "call_llm"),
+        completed(6, 5),
+    ]
+    first = turn_breakdown(events, 1)
+    assert set(first) == {
+        "ACTIVITY_TASK_SCHEDULED call_llm",
+        "ACTIVITY_TASK_COMPLETED call_llm",
+        "ACTIVITY_TASK_SCHEDULED bench_payload",
+        "ACTIVITY_TASK_COMPLETED bench_payload",
+    }
+    assert sum(first.values()) == sum(e.ByteSize() for e in events[:4])
+    assert set(turn_breakdown(events, 2)) == {
+        "ACTIVITY_TASK_SCHEDULED call_llm",
+        "ACTIVITY_TASK_COMPLETED call_llm",
+    }
+    assert turn_breakdown(events, 3) == {}
