@@ -15,7 +15,10 @@ Shapes (also written to the JSON):
   handing off to the next (a handoff runs no activity), so the saga runs
   exactly N `call_llm` activities against the offline provider;
 * bare workflow of N steps: N no-op activities in a row (`bench_bare.py`);
-* long conversation: one agent calling the no-op tool `bench_noop` each turn.
+* long conversation: one agent calling the no-op tool `bench_noop` each turn;
+* `--only long` (`bench_long.py`): one agent whose tool returns 2 KB of random text per
+  call, for 10, 100 and 1,000 tool turns, on its own fresh server, beside the newest
+  `results/long-baseline-*.json` (issue 13).
 """
 
 from __future__ import annotations
@@ -37,7 +40,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from agentkeel.contracts import SagaResult, TeamSpec
@@ -47,6 +49,12 @@ from agentkeel.settings import Settings
 from agentkeel.starters.client import Keel
 from agentkeel.temporal import connect
 from benchmarks.bench_bare import BARE_WORKFLOW
+from benchmarks.bench_history import history_turns
+from benchmarks.bench_long import QUICK_TURNS as LONG_QUICK_TURNS
+from benchmarks.bench_long import SHAPE as LONG_SHAPE
+from benchmarks.bench_long import TURNS as LONG_TURNS
+from benchmarks.bench_long import run_long
+from benchmarks.bench_long_report import long_table
 from benchmarks.bench_stack import (
     Provider,
     cpu_seconds,
@@ -60,7 +68,7 @@ from benchmarks.bench_stats import fmt, percentile, ratio, spread
 from benchmarks.bench_teams import chain_team, talker_team, write_scenario
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-PHASES = ("steps", "throughput", "history", "latency", "breaker", "concurrency")
+PHASES = ("steps", "throughput", "history", "latency", "breaker", "concurrency", "long")
 HISTORY_AT = (10, 50, 100)
 TARGETS = {
     "per_step_ratio_max": 1.10,
@@ -82,6 +90,7 @@ class Plan:
     latency_runs: int
     history_turns: int
     breaker_calls: int
+    long_turns: tuple[int, ...]
 
 
 FULL = Plan(
@@ -93,6 +102,7 @@ FULL = Plan(
     latency_runs=50,
     history_turns=101,
     breaker_calls=50,
+    long_turns=LONG_TURNS,
 )
 QUICK = Plan(
     reps=3,
@@ -103,6 +113,7 @@ QUICK = Plan(
     latency_runs=10,
     history_turns=101,
     breaker_calls=10,
+    long_turns=LONG_QUICK_TURNS,
 )
 
 
@@ -294,62 +305,6 @@ async def measure_history(runner: Runner, keel_client: Client, plan: Plan) -> di
             "history_bytes_so_far": spread(total_at[t], 0),
         }
     return {"turns": plan.history_turns, "at_turn": rows, "total_bytes": spread(totals, 0)}
-
-
-async def _raw_size(client: Client, payloads: Any) -> int:
-    """Bytes of payloads before the platform's codec (compression) encoded them."""
-    codec = client.data_converter.payload_codec
-    decoded = await codec.decode(list(payloads)) if codec is not None else list(payloads)
-    return sum(p.ByteSize() for p in decoded)
-
-
-async def history_turns(client: Client, workflow_id: str) -> list[dict[str, int]]:
-    """Per LLM turn: history bytes from its `call_llm` scheduling to the next one's, and the
-    bytes of the LLM request and answer payloads in it, as JSON before the codec compressed
-    them (what a bare-SDK workflow without a codec would store). Follows continue-as-new."""
-    events = []
-    run_id: str | None = None
-    handle = client.get_workflow_handle(workflow_id)
-    first = await handle.describe()
-    run_id = first.run_id
-    # Walk forward from the first run: the latest run's handle would skip earlier generations.
-    async for event in client.get_workflow_handle(workflow_id, run_id=first.run_id).fetch_history_events():
-        events.append(event)
-    chain_start = events[0].workflow_execution_started_event_attributes.first_execution_run_id
-    if chain_start and chain_start != run_id:
-        events = [
-            e
-            async for e in client.get_workflow_handle(workflow_id, run_id=chain_start).fetch_history_events()
-        ]
-    while events and events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
-        nxt = events[-1].workflow_execution_continued_as_new_event_attributes.new_execution_run_id
-        events += [
-            e async for e in client.get_workflow_handle(workflow_id, run_id=nxt).fetch_history_events()
-        ]
-    turns: list[dict[str, int]] = []
-    llm_scheduled: set[int] = set()
-    offset = 0
-    for event in events:
-        size = event.ByteSize()
-        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            attrs = event.activity_task_scheduled_event_attributes
-            if attrs.activity_type.name == "call_llm":
-                llm_scheduled.add(event.event_id)
-                turns.append(
-                    {
-                        "start_offset": offset,
-                        "bytes": 0,
-                        "llm_payload_bytes": await _raw_size(client, attrs.input.payloads),
-                    }
-                )
-        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED and turns:
-            attrs = event.activity_task_completed_event_attributes
-            if attrs.scheduled_event_id in llm_scheduled:
-                turns[-1]["llm_payload_bytes"] += await _raw_size(client, attrs.result.payloads)
-        if turns:
-            turns[-1]["bytes"] += size
-        offset += size
-    return turns
 
 
 async def measure_breaker(folder: Path, scenario: Path, main_port: int, plan: Plan) -> dict[str, Any]:
@@ -547,7 +502,20 @@ async def _clients(address: str) -> tuple[Client, Client]:
 
 
 async def run(plan: Plan, phases: tuple[str, ...], folder: Path) -> dict[str, Any]:
-    """Start the stack, run the chosen measurements, return the results document."""
+    """Run the chosen measurements, return the results document."""
+    results: dict[str, Any] = {}
+    if set(phases) - {"long"}:
+        results.update(await _run_stack(plan, phases, folder))
+    if "long" in phases:
+        # On its own fresh server, provider and worker: the same conditions as its baseline
+        # (`python -m benchmarks.bench_long --save-baseline`), whatever ran before it.
+        say(f"8. long conversation: {', '.join(map(str, plan.long_turns))} tool turns")
+        results["long"] = await run_long(folder / "long", plan.long_turns)
+    return results
+
+
+async def _run_stack(plan: Plan, phases: tuple[str, ...], folder: Path) -> dict[str, Any]:
+    """Start the stack, run the chosen measurements but the long conversation, return their results."""
     scenario = write_scenario(folder / "scenarios", (1, 4, plan.steps), plan.history_turns)
     results: dict[str, Any] = {}
     provider = Provider(folder, scenario)
@@ -788,6 +756,7 @@ SHAPES = {
     "bytes = protobuf size of the events from a turn's call_llm scheduling to the next one's (payloads "
     "as stored, i.e. after the platform's codec); baseline = the turn's call_llm input and result "
     "payloads before the codec",
+    "long": LONG_SHAPE,
     "breaker": "call_llm run in-process (ActivityEnvironment) against a second provider answering 500 "
     "until its breaker (fail_max 3) opens; fail-fast = alias with only that provider, fail-over = alias "
     "falling back to the main provider; normal = a call to the main provider",
@@ -868,9 +837,12 @@ def main(argv: list[str] | None = None) -> None:
     out.write_text(json.dumps(document, indent=2) + "\n")
     print(f"\nagentkeel benchmark ({'quick' if args.quick else 'full'} run, {document['duration_s']} s)")
     print(f"machine: {describe_machine(info)}\n")
-    print(table(results))
+    if set(results) - {"long"}:
+        print(table(results))
     if extra := cpu_table(results):
         print("\n" + extra)
+    if "long" in results:
+        print("\n" + long_table(results["long"]))
     print(f"\nmedian [min-max] of {plan.reps} repetitions; JSON: {out}")
     if not args.keep:
         shutil.rmtree(folder, ignore_errors=True)

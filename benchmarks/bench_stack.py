@@ -196,7 +196,9 @@ async def plain_server(folder: Path) -> AsyncIterator[str]:
 class Provider:
     """The offline LLM provider as its own process (`keel llm`), driven through its control API."""
 
-    def __init__(self, folder: Path, scenario: Path) -> None:
+    def __init__(
+        self, folder: Path, scenario: Path, *, extra_args: Sequence[str] = (), name: str = ""
+    ) -> None:
         self.port = find_free_port()
         self.child = Child(
             "offline-provider",
@@ -210,8 +212,9 @@ class Provider:
                 "--scenario",
                 str(scenario),
                 "--no-builtin-scenarios",
+                *extra_args,
             ],
-            folder / "provider.log",
+            folder / f"provider{name}.log",
             env={**python_env(folder), "KEEL_LOG_LEVEL": "WARNING"},
         )
         self.http = httpx.AsyncClient(base_url=f"http://{HOST}:{self.port}", timeout=30.0)
@@ -252,7 +255,15 @@ class WorkerProc:
     """A benchmark worker process (`benchmarks.bench_worker`) of one kind."""
 
     def __init__(
-        self, folder: Path, address: str, kind: str, task_queue: str, llm_port: int, *, tag: str = ""
+        self,
+        folder: Path,
+        address: str,
+        kind: str,
+        task_queue: str,
+        llm_port: int,
+        *,
+        tag: str = "",
+        apps: Sequence[str] = (),
     ) -> None:
         self.kind = kind
         self.task_queue = task_queue
@@ -274,6 +285,7 @@ class WorkerProc:
                 str(llm_port),
                 "--home",
                 str(folder / "home"),
+                *(arg for app in apps for arg in ("--app", app)),
             ],
             folder / f"worker-{kind}{tag}.log",
             env=python_env(folder),
@@ -299,11 +311,25 @@ class WorkerProc:
 
 @contextlib.asynccontextmanager
 async def workers(
-    folder: Path, address: str, llm_port: int, kinds: Sequence[str] = ("bare", "saga"), tag: str = ""
+    folder: Path,
+    address: str,
+    llm_port: int,
+    kinds: Sequence[str] = ("bare", "saga"),
+    tag: str = "",
+    apps: Sequence[str] = (),
 ) -> AsyncIterator[dict[str, WorkerProc]]:
-    """One worker process per kind, each on its own task queue; stopped at the end."""
+    """One worker process per kind, each on its own task queue (saga kinds also registering
+    `apps`); stopped at the end."""
     procs = {
-        kind: WorkerProc(folder, address, kind, f"bench-{kind}-{os.getpid()}{tag}", llm_port, tag=tag)
+        kind: WorkerProc(
+            folder,
+            address,
+            kind,
+            f"bench-{kind}-{os.getpid()}{tag}",
+            llm_port,
+            tag=tag,
+            apps=apps if kind != "bare" else (),
+        )
         for kind in kinds
     }
     try:

@@ -1,7 +1,7 @@
 """A benchmark worker process: the platform's worker or the bare-SDK worker, until SIGTERM.
 
     python -m benchmarks.bench_worker --address HOST:PORT --task-queue Q --kind saga|bare \
-        [--llm-host H --llm-port P --home DIR]
+        [--llm-host H --llm-port P --home DIR] [--app MODULE[:ATTR] ...]
 
 Each kind runs in its own process so its memory can be read from
 `/proc/<pid>/status` and its CPU does not mix with the process that starts
@@ -37,6 +37,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--llm-port", type=int, default=8900)
     parser.add_argument("--home", type=Path, default=Path(".keel/bench"))
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--app", action="append", default=[], help="also register this app (saga kinds), as keel worker --app"
+    )
     return parser.parse_args(argv)
 
 
@@ -71,7 +74,8 @@ async def _build(args: argparse.Namespace, settings: Settings) -> tuple[Worker, 
         from benchmarks.bench_teams import stub_call_llm
 
         doubles.append(stub_call_llm)
-    return build_worker(client, settings, args.task_queue, activities=doubles), []
+    apps = [*settings.apps, *args.app] if args.app else None
+    return build_worker(client, settings, args.task_queue, apps=apps, activities=doubles), []
 
 
 async def _main(args: argparse.Namespace) -> int:

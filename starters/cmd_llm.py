@@ -6,6 +6,7 @@ Examples::
     keel llm --port 8900 --control-port 8901 --scenario my-team.yaml
     keel llm --latency-ms 200 --error-rate 500=0.2 --error-rate 429=0.1 --retry-after 2 --seed 7
     keel llm --down --down-mode refuse --control-port 8901   # start down; recover with PUT /_control/faults
+    keel llm --no-journal-bodies               # journal message counts and sizes only
 """
 
 from __future__ import annotations
@@ -65,6 +66,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="load only --scenario files, not the scenarios of the configured apps",
     )
+    parser.add_argument(
+        "--no-journal-bodies",
+        action="store_true",
+        help="journal each request's message count and size, not its body (long conversations, benchmarks)",
+    )
+    _add_fault_flags(parser)
+    parser.set_defaults(func=_llm)
+
+
+def _add_fault_flags(parser: argparse.ArgumentParser) -> None:
+    """The fault-injection flags (the fields of `FaultConfig` a command line sets)."""
     faults = parser.add_argument_group("fault injection (change at run time with PUT /_control/faults)")
     faults.add_argument("--latency-ms", type=float, default=0.0, help="delay before every /v1 answer")
     faults.add_argument(
@@ -92,7 +104,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="STATUS",
         help="answer the next request(s) with STATUS",
     )
-    parser.set_defaults(func=_llm)
 
 
 def fault_fields(args: argparse.Namespace) -> dict[str, Any]:
@@ -157,6 +168,7 @@ async def _llm(args: argparse.Namespace) -> int:
             control_port=args.control_port,
             scenario_paths=[*args.scenario, *_app_scenarios(args, settings)],
             faults=faults,
+            journal_bodies=not args.no_journal_bodies,
         )
     except (ScenarioError, AppError) as exc:
         raise CliError(str(exc)) from None

@@ -553,10 +553,50 @@ async def test_journal_records_headers_redacted(llm: OfflineLLM) -> None:
         and entry["model"] == "scripted"
         and entry["body"]["messages"] == [user("hello")]
     )
+    assert (entry["correlation_id"], entry["messages"]) == ("corr-123", 1)
+    assert entry["body_bytes"] > len("hello")
     assert abs(entry["ts"] - time.time()) < 30
     assert llm.control.journal(since=entry["seq"]) == []
     llm.control.clear_journal()
     assert llm.control.journal() == []
+
+
+async def test_journal_without_bodies_keeps_counts_per_correlation_id() -> None:
+    """`journal_bodies=False`: what a benchmark needs (messages per request, by run), not the bodies."""
+    async with OfflineProvider(port=0, journal_bodies=False) as provider, client(provider.base_url) as ai:
+        for corr, count in (("run-a", 1), ("run-b", 3), ("run-a", 5)):
+            await ai.chat.completions.create(
+                model="scripted",
+                messages=[user(f"message {i}") for i in range(count)],
+                extra_headers={"X-Correlation-ID": corr},
+            )
+        await ai.models.list()
+        journal = await provider.journal()
+    assert [(e["correlation_id"], e["messages"]) for e in journal] == [
+        ("run-a", 1),
+        ("run-b", 3),
+        ("run-a", 5),
+        (None, None),
+    ]
+    assert all(e["body"] is None for e in journal)
+    assert journal[2]["body_bytes"] > journal[1]["body_bytes"] > journal[0]["body_bytes"] > 0
+    assert journal[3]["body_bytes"] == 0
+
+
+@pytest.mark.integration
+def test_cli_no_journal_bodies() -> None:
+    llm = start_offline_llm("--no-journal-bodies")
+    try:
+        with httpx.Client() as http:
+            response = http.post(
+                f"{llm.base_url}/chat/completions",
+                json={"model": "scripted", "messages": [user("hello"), user("again")]},
+            )
+            assert response.status_code == 200
+        (entry,) = llm.control.journal()
+        assert (entry["messages"], entry["body"]) == (2, None)
+    finally:
+        stop_offline_llm(llm)
 
 
 @pytest.mark.integration

@@ -83,6 +83,7 @@ class OfflineProvider:
             API port refuses connections (0 picks a free one; None: no control port).
         scenario_paths: Scenario files or folders, matched in order (an app's `scenarios`).
         faults: Initial faults (a `FaultConfig` or its fields as a dict).
+        journal_bodies: Keep each request's body in the journal (False: counts and sizes only).
 
     Raises:
         ScenarioError: a scenario file is missing or invalid (at construction, so startup fails).
@@ -96,12 +97,13 @@ class OfflineProvider:
         control_port: int | None = None,
         scenario_paths: Iterable[Path | str] = (),
         faults: FaultConfig | Mapping[str, Any] | None = None,
+        journal_bodies: bool = True,
     ) -> None:
         self.host = host
         self.scenarios: list[Scenario] = load_scenarios(scenario_paths)
         config = faults if isinstance(faults, FaultConfig) else FaultConfig.model_validate(dict(faults or {}))
         self.faults = FaultState(config)
-        self.journal_store = Journal()
+        self.journal_store = Journal(keep_bodies=journal_bodies)
         self._api = Listener(self._handle_api_port, host, port)
         self._control: Listener | None = (
             Listener(self._handle_control_port, host, control_port) if control_port is not None else None
@@ -277,6 +279,7 @@ class OfflineProvider:
                 latency_ms=(time.monotonic() - started) * 1000,
                 outcome=outcome,
                 agent=agent,
+                body_bytes=len(request.body),
             )
 
         decision = self.faults.decide()
