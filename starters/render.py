@@ -368,6 +368,10 @@ def render_teams(teams: Mapping[str, TeamSpec], notes: Mapping[str, list[str]] |
             context = agent.context
             if context is not None and context.strategy != "keep_all":
                 extra.append(f"context {context.strategy} at {count(context.max_tokens or 0)} tokens")
+            if agent.mcp and any(s.listed_tools is None for s in team.mcp_servers):  # tools not listed
+                extra.append(
+                    "MCP " + ", ".join(f"{a.server}:{','.join(a.tools or ['*'])}" for a in agent.mcp)
+                )
             lines.append(f"  {agent.name}{marks}" + (f": {'; '.join(extra)}" if extra else ""))
         lines += [f"  {note}" for note in (notes or {}).get(name, [])]
         for tool in team.tools:

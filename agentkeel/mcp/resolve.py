@@ -146,7 +146,13 @@ def with_listings(team: TeamSpec, listings: Mapping[str, Sequence[Tool]]) -> Tea
         per_agent, wrong = _offered(team, server, [t.name for t in tools])
         problems += wrong
         chosen = {n for names in per_agent.values() for n in names}
-        specs += [_tool_spec(server, t) for t in tools if t.name in chosen]
+        for t in tools:
+            if t.name not in chosen:
+                continue
+            try:
+                specs.append(_tool_spec(server, t))
+            except ValidationError as exc:  # a name or schema the model cannot be offered
+                problems.append(f"MCP server {server.name!r}: tool {t.name!r}: {_first_error(exc)}")
         for agent, names in per_agent.items():
             agent_tools.setdefault(agent, []).extend(f"{server.prefix}{n}" for n in dict.fromkeys(names))
     problems += [p for s in specs if (p := _check_undo(team, listings, s))]
