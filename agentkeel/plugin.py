@@ -28,12 +28,14 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from agentkeel.app import ActivitySet, App, resolve_apps
 from agentkeel.contracts import TeamSpec
+from agentkeel.logs import get_logger
 from agentkeel.mcp.contracts import MCPServerSpec
 from agentkeel.names import activity_name
 from agentkeel.settings import Settings, load_settings
 from agentkeel.tools import sync_tool_pool
 
 PLUGIN_NAME = "agentkeel.AgentkeelPlugin"
+log = get_logger(__name__)
 
 PASSTHROUGH_MODULES: tuple[str, ...] = (
     "pydantic",
@@ -202,9 +204,15 @@ class AgentkeelPlugin(SimplePlugin):
             MCPConfigError: Two teams declare one server differently.
         """
         from agentkeel.activities.mcp import servers_of
-        from agentkeel.teams import load_registry
+        from agentkeel.teams import TeamFileError, load_registry
 
-        return servers_of(load_registry(self.settings.teams_dir, self.apps).values())
+        try:
+            teams = load_registry(self.settings.teams_dir, self.apps)
+        except TeamFileError as exc:
+            # Runs of these teams fail at resolution with this same error; the worker still serves the rest.
+            log.warning("teams not loaded: their MCP servers are not registered", error=str(exc))
+            return {}
+        return servers_of(teams.values())
 
     def _configure_mcp(self, config: WorkerConfig) -> WorkerConfig:
         """Compose temporalio-mcp's `MCPPlugin` for the teams' MCP servers, behind their circuit breakers.

@@ -146,7 +146,10 @@ async def test_http_tracker_rejected_closes_the_ticket(dev_server, task_queue, t
     assert [t["status"] for t in tickets_in(http_tickets.store).values()] == ["closed"]
     # The idempotency key went to the server in `_meta` and is in the run's record.
     step = next(s for s in result.steps if s.name == "create_ticket")
-    assert f"{handle.id}:" in step.detail and "(key " in step.detail
+    assert f"(key {handle.id}:" in step.detail
+    done = json.loads(http_tickets.store.read_text())["done"]  # what the tracker deduplicates by
+    key = step.detail.rsplit("(key ", 1)[1].rstrip(")")
+    assert f"create_ticket:{key}" in done and f"close_ticket:{key}:undo" in done
     await _record(handle, "mcp_http_rejected")
 
 
@@ -166,6 +169,7 @@ async def test_http_tracker_killed_mid_run_the_run_waits(dev_server, task_queue,
         result = await saga_result(handle)
     assert result.status == SagaStatus.COMPLETED, result.reason
     assert tickets_in(http_tickets.store)[1]["assignee"] == "oncall"
+    await _record(handle, "mcp_http_server_killed")
 
 
 async def test_http_tracker_changes_its_tools_mid_run(dev_server, task_queue, tmp_path, http_tickets):
@@ -194,6 +198,7 @@ async def test_unreachable_server_fails_the_run_at_start(dev_server, task_queue,
     assert result.status == SagaStatus.FAILED
     assert "MCP server 'tickets' cannot be listed" in result.reason and "MCPUnavailable" in result.reason
     assert result.steps == []
+    await _record(handle, "mcp_unreachable_at_start")
 
 
 async def test_replay_mcp_histories():

@@ -229,3 +229,47 @@ async def test_a_python_tool_undoes_an_mcp_tool(time_env, store):
         result = await env.run_team("py", "File it", decisions=["reject"])
     assert result.status == SagaStatus.COMPENSATED, result.reason
     assert VOIDED == [(1, "voided")] and [c.compensation for c in result.compensations] == ["void_ticket"]
+
+
+# --------------------------------------------------------------------------- the README, the worker side
+
+
+def test_the_readme_yaml_team_loads_as_written(tmp_path):
+    from agentkeel.teams import load_team_file
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = text.index("# tickets.yaml")
+    (tmp_path / "tickets.yaml").write_text(text[start : text.index("```", start)])
+    spec = load_team_file(tmp_path / "tickets.yaml")
+    server = spec.mcp_servers[0]
+    assert spec.mcp_policy == "strict" and server.headers == {"Authorization": "TICKETS_TOKEN"}
+    assert server.tools["create_ticket"].compensation.arguments["number"] == "$result.number"
+    assert spec.agents[0].mcp[0].tools == ["list_tickets", "create_ticket", "assign_ticket"]
+
+
+def test_header_values_are_read_from_the_worker_environment(monkeypatch):
+    from temporalio.exceptions import ApplicationError
+
+    from agentkeel.activities.mcp import client_factory
+
+    spec = MCPServer(name="s", url="http://127.0.0.1:1/mcp", headers={"Authorization": "KEEL_TEST_MCP_TOKEN"})
+    monkeypatch.delenv("KEEL_TEST_MCP_TOKEN", raising=False)
+    with pytest.raises(ApplicationError, match="KEEL_TEST_MCP_TOKEN .header Authorization. is not set"):
+        client_factory(spec)()
+    monkeypatch.setenv("KEEL_TEST_MCP_TOKEN", "Bearer t")
+    assert client_factory(spec)() is not None
+
+
+def test_breaker_counts_transport_failures_only_and_compensations_fail_on_is_error():
+    from temporalio.exceptions import ApplicationError
+
+    from agentkeel.activities.mcp import _fail_compensation_error, _is_transport_failure, _server_of
+
+    assert _server_of("temporalio.mcp.tickets.call-tool") == "tickets" and _server_of("call_llm") is None
+    assert _is_transport_failure(OSError("refused"))
+    assert _is_transport_failure(ApplicationError("closed", -32000, type="MCPProtocolError"))
+    assert not _is_transport_failure(ApplicationError("bad params", -32602, type="MCPProtocolError"))
+    error = {"is_error": True, "content": [{"type": "text", "text": "no ticket #3"}]}
+    _fail_compensation_error([{"name": "close", "meta": {}}], error)  # a forward call: the model is told
+    with pytest.raises(ApplicationError, match="compensation close reported an error: no ticket #3"):
+        _fail_compensation_error([{"name": "close", "meta": {"io.agentkeel/undoes": "k"}}], error)
