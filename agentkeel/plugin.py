@@ -197,6 +197,7 @@ class AgentkeelPlugin(SimplePlugin):
         store = open_store(self.settings)
         built.closers.append(store.aclose)
         return StoreInterceptor(ConversationLayer(store))
+
     def mcp_servers(self) -> dict[str, MCPServerSpec]:
         """The MCP servers the worker's teams declare (the apps' and `teams_dir`'s), by name.
 
