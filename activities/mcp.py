@@ -145,6 +145,9 @@ class _BreakerInbound(ActivityInboundInterceptor):
             )
         try:
             result = await self.next.execute_activity(input)
+        except asyncio.CancelledError:
+            breaker.release()  # no verdict on the server: the run cancelled the call
+            raise
         except BaseException as exc:
             if not _is_transport_failure(exc):
                 breaker.record_success()  # the server answered, with an error

@@ -227,9 +227,14 @@ class AgentkeelPlugin(SimplePlugin):
         self._mcp = mcp_plugin(servers)
         if self._mcp is None:
             return config
-        config = self._mcp.configure_worker(config)
-        config["activities"] = _merge(config.get("activities"), [compensation_unresolved], activity_name)
-        config["interceptors"] = [*(config.get("interceptors") or []), MCPBreakerInterceptor(servers)]
+        # Its activities and ours are merged by name, like the platform's: with a plugin on the client
+        # and another on the worker, the first one's are registered and nothing twice.
+        existing = config.get("activities")
+        config = self._mcp.configure_worker({**config, "activities": []})
+        extra = [*(config.get("activities") or []), compensation_unresolved]
+        config["activities"] = _merge(existing, extra, activity_name)
+        interceptors = [*(config.get("interceptors") or []), MCPBreakerInterceptor(servers)]
+        config["interceptors"] = _merge([], interceptors, lambda i: type(i).__qualname__)
         return config
 
     @asynccontextmanager

@@ -4,6 +4,7 @@ a Python tool undoing an MCP tool)."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,11 @@ from agentkeel.examples.tickets import tickets_server, tickets_team
 from agentkeel.mcp import MCPAccess, MCPCompensation, MCPServer, MCPToolPolicy
 from agentkeel.mcp.contracts import MCPCallArgs
 from agentkeel.mcp.resolve import MCPTeamError, tool_output, undo_arguments, unguarded, with_listings
+from agentkeel.plugin import AgentkeelPlugin
 from agentkeel.search_attributes import SagaStatus
 from agentkeel.starters.mcp_teams import resolve_mcp_teams
 from agentkeel.starters.render import render_teams
-from agentkeel.testing import ScriptedModel, answer, call, keel_test_env
+from agentkeel.testing import KeelTestEnv, ScriptedModel, answer, call, keel_test_env
 from tests.mcp_servers import free_port, tickets_in
 
 pytestmark = pytest.mark.unit
@@ -273,3 +275,28 @@ def test_breaker_counts_transport_failures_only_and_compensations_fail_on_is_err
     _fail_compensation_error([{"name": "close", "meta": {}}], error)  # a forward call: the model is told
     with pytest.raises(ApplicationError, match="compensation close reported an error: no ticket #3"):
         _fail_compensation_error([{"name": "close", "meta": {"io.agentkeel/undoes": "k"}}], error)
+
+
+def test_teams_sharing_a_server_must_agree_on_how_to_reach_it():
+    from agentkeel.activities.mcp import MCPConfigError, servers_of
+
+    one = _team({"create": MCPToolPolicy(review=True)})
+    two = _team().model_copy(update={"name": "u"})  # other policies: fine, they are the team's own
+    assert list(servers_of([one, two])) == ["srv"]
+    elsewhere = two.model_copy(update={"mcp_servers": [MCPServer(name="srv", url="http://127.0.0.1:2/mcp")]})
+    with pytest.raises(MCPConfigError, match="'srv' is declared differently by two teams"):
+        servers_of([one, elsewhere])
+
+
+async def test_two_plugins_on_one_worker_register_the_mcp_activities_once(time_env, store):
+    from temporalio.worker import Worker
+
+    app = App(name="t", teams=[tickets_team(tickets_server(store=store))])
+    model = ScriptedModel([call("list_tickets"), answer("None open.")])
+    plugins = [AgentkeelPlugin(apps=[app]), AgentkeelPlugin(apps=[app])]  # as on a client and on its worker
+    queue = f"test-{uuid.uuid4().hex[:8]}"
+    async with Worker(time_env.client, task_queue=queue, activities=[model.activity()], plugins=plugins):
+        env = KeelTestEnv(client=time_env.client, task_queue=queue, app=app)
+        result = await env.run_team("tickets", "What is open?")
+    assert result.status == SagaStatus.COMPLETED, result.reason
+    assert model.requests[-1].messages[-1].content == '{"tickets": []}'

@@ -172,8 +172,16 @@ class MCPServerSpec(_Model):
         return "http" if self.url is not None else "stdio"
 
     def connection(self) -> MCPServerSpec:
-        """The spec without what a run records (what two declarations of a server must agree on)."""
-        return self.model_copy(update={"listed_tools": None})
+        """How the worker reaches the server: what two teams declaring it must agree on (each team
+        keeps its own tool policies, prefix and `_meta` field)."""
+        return self.model_copy(
+            update={
+                "listed_tools": None,
+                "tools": {},
+                "prefix": "",
+                "idempotency_meta": DEFAULT_IDEMPOTENCY_META,
+            }
+        )
 
 
 class MCPAccess(_Model):
