@@ -20,12 +20,25 @@ from tests.test_init import KEEL, keel, project_env
 pytestmark = pytest.mark.integration
 
 
-def _wait_review(workflow_id: str, cwd: Path, env: dict[str, str], deadline: float) -> dict:
-    while True:
-        status = json.loads(keel("status", workflow_id, "--json", cwd=cwd, env=env).stdout)
-        if status.get("pending_review") or time.monotonic() > deadline:
-            return status
-        time.sleep(0.3)
+def _watch_until_review(
+    workflow_id: str, cwd: Path, env: dict[str, str]
+) -> tuple[subprocess.Popen[str], dict]:
+    """`keel watch --json` (one process, not a poll per status), read until a review is pending."""
+    watch = subprocess.Popen(
+        [*KEEL, "watch", workflow_id, "--json", "--interval", "0.2"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert watch.stdout is not None
+    status: dict = {}
+    for line in watch.stdout:
+        status = json.loads(line)
+        if status.get("pending_review") or status["status"] not in ("Running", "AwaitingReview"):
+            break
+    return watch, status
 
 
 def test_keel_dev_runs_the_tickets_example(tmp_path: Path) -> None:
@@ -54,12 +67,12 @@ def test_keel_dev_runs_the_tickets_example(tmp_path: Path) -> None:
                 time.sleep(0.5)
             assert started.returncode == 0, started.stderr
             workflow_id = json.loads(started.stdout)["workflow_id"]
-            status = _wait_review(workflow_id, tmp_path, env, deadline)
+            watch, status = _watch_until_review(workflow_id, tmp_path, env)
             assert status["pending_review"]["tool"] == "assign_ticket", status
             flags = ["--reviewer", "ana"] if decision == "approve" else ["--reason", "not ours"]
             assert keel(decision, workflow_id, *flags, cwd=tmp_path, env=env).returncode == 0
-            watched = keel("watch", workflow_id, "--json", cwd=tmp_path, env=env)
-            outcomes[decision] = json.loads(watched.stdout.strip().splitlines()[-1])
+            rest, _ = watch.communicate(timeout=60)
+            outcomes[decision] = json.loads(rest.strip().splitlines()[-1])
     finally:
         dev.terminate()
         dev.wait(timeout=30)
