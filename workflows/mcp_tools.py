@@ -72,6 +72,8 @@ _CLIENT_TIMEOUT_MARGIN_S = 5.0
 """The activity outlives the MCP client's own read timeout, which then reports a clean timeout."""
 _OUTAGES = frozenset({errors.MCP_UNAVAILABLE, errors.CIRCUIT_OPEN})
 _MCP_PROTOCOL_ERROR = "MCPProtocolError"
+_REFUSALS = frozenset({-32600, -32601, -32602})
+"""JSON-RPC codes of a request the server did not act on: invalid request, unknown method, invalid params."""
 
 
 class _Loop(Protocol):
@@ -214,7 +216,10 @@ def _call_failed(
     book = loop._book
     cause = application_cause(exc)
     book.last_error = describe_failure(exc)
-    refused = cause is not None and cause.type == _MCP_PROTOCOL_ERROR and cause.non_retryable
+    # The server refused the request itself (unknown tool, invalid params): nothing was done. An
+    # invalid *response* is not a refusal: the tool may have acted, so its compensation stays.
+    code = cause.details[0] if cause is not None and cause.details else None
+    refused = cause is not None and cause.type == _MCP_PROTOCOL_ERROR and code in _REFUSALS
     unregistered = cause is not None and cause.type == errors.ACTIVITY_NOT_REGISTERED
     if (refused or unregistered) and comp is not None:
         book.saga.discard(comp)  # the server (or no worker) never ran it
