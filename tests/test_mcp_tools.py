@@ -300,3 +300,12 @@ async def test_two_plugins_on_one_worker_register_the_mcp_activities_once(time_e
         result = await env.run_team("tickets", "What is open?")
     assert result.status == SagaStatus.COMPLETED, result.reason
     assert model.requests[-1].messages[-1].content == '{"tickets": []}'
+
+
+def test_a_prefix_keeps_two_servers_tools_apart():
+    server = MCPServer(name="srv", url="http://127.0.0.1:1/mcp", prefix="srv_")
+    agent = Agent(name="a", instructions="x", mcp=["srv"])
+    team = Team(name="t", entry=agent, agents=[agent], mcp_servers=[server]).spec
+    resolved = with_listings(team, {"srv": LISTING})
+    assert resolved.agents[0].tools == ["srv_create", "srv_close", "srv_look", "srv_poke"]
+    assert resolved.tool("srv_look").mcp.tool == "look"  # the server is called by its own name
