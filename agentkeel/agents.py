@@ -20,6 +20,7 @@ from typing import Any
 
 from agentkeel.contracts import AgentSpec, Budget, ReviewPolicy, TeamSpec, ToolSpec
 from agentkeel.conversation import ContextPolicy
+from agentkeel.mcp.contracts import MCPAccess, MCPServerSpec
 from agentkeel.tools import Tool
 
 
@@ -37,6 +38,7 @@ class Agent:
         context: What the model is sent of the conversation: a `ContextPolicy` or its fields
             (`{"max_tokens": 8000, "strategy": "summarize"}`); default every message.
         extra: Extra `AgentSpec` fields (temperature, max_tokens...).
+        mcp: MCP servers whose tools it may call (`MCPServer`s, names, or `MCPAccess` filters).
     """
 
     name: str
@@ -47,6 +49,7 @@ class Agent:
     output_schema: dict[str, Any] | None = None
     context: ContextPolicy | dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    mcp: Sequence[MCPServerSpec | MCPAccess | str] = ()
 
     def spec(self) -> AgentSpec:
         """The `AgentSpec`."""
@@ -58,6 +61,7 @@ class Agent:
             handoffs=[a.name if isinstance(a, Agent) else a for a in self.handoffs],
             output_schema=self.output_schema,
             context=ContextPolicy.model_validate(self.context) if self.context is not None else None,
+            mcp=[MCPAccess(server=m.name) if isinstance(m, MCPServerSpec) else m for m in self.mcp],
             **self.extra,
         )
 
@@ -72,7 +76,8 @@ class Team:
         tools: More tools than the agents list (rarely needed: agents' tools are collected).
         review: A `ReviewPolicy` or its fields.
         budget: A `Budget` or its fields.
-        **settings: Other `TeamSpec` fields (`max_turns`, `max_handoffs`, `description`...).
+        **settings: Other `TeamSpec` fields (`max_turns`, `max_handoffs`, `description`, `mcp_servers`,
+            `mcp_policy`...).
 
     Raises:
         ValueError: The team is inconsistent (unknown handoff, duplicate names, a tool listed by name

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agentkeel.conversation import ContextPolicy, ContextReport, ConversationRef, SummaryRef
+from agentkeel.mcp.contracts import MCPAccess, MCPBinding, MCPCallArgs, MCPServerSpec, mcp_problems
 from agentkeel.names import HANDOFF_TOOL_PREFIX
 from agentkeel.review_conditions import parse_condition
 from agentkeel.schemas import schema_error
@@ -215,6 +216,8 @@ class ToolSpec(_Model):
     """Start-to-close timeout of one attempt; the platform's default (60 s) when unset."""
     max_attempts: int | None = Field(default=None, ge=1)
     """Attempts before the step fails and the saga compensates; the platform's default (6) when unset."""
+    mcp: MCPBinding | None = None
+    """Set on the tools a run listed from an MCP server (`agentkeel.mcp`): where the tool lives."""
 
     @field_validator("review_when")
     @classmethod
@@ -264,6 +267,13 @@ class AgentSpec(_Model):
     max_tokens: int | None = None
     context: ContextPolicy | None = None
     """What the model is sent of the conversation (default: all of it)."""
+    mcp: list[MCPAccess] = Field(default_factory=list)
+    """MCP servers whose tools the agent may call (a name for all of a server's tools)."""
+
+    @field_validator("mcp", mode="before")
+    @classmethod
+    def _mcp(cls, v: Any) -> Any:
+        return [{"server": a} if isinstance(a, str) else a for a in v] if isinstance(v, list) else v
 
     @field_validator("name")
     @classmethod
@@ -335,6 +345,10 @@ class TeamSpec(_Model):
     """Invalid tool arguments sent back to the model before the run fails."""
     budget: Budget = Field(default_factory=Budget)
     review: ReviewPolicy = Field(default_factory=ReviewPolicy)
+    mcp_servers: list[MCPServerSpec] = Field(default_factory=list)
+    """MCP servers the agents take tools from (`agentkeel.mcp`)."""
+    mcp_policy: Literal["warn", "strict"] = "warn"
+    """`strict` refuses at start an MCP tool an agent may call that is neither read-only nor compensated."""
 
     @field_validator("name")
     @classmethod
@@ -366,6 +380,7 @@ class TeamSpec(_Model):
         for tool in self.review.tools:
             if tool not in tool_names:
                 errors.append(f"review policy names unknown tool {tool!r}")
+        errors += mcp_problems(self.mcp_servers, [(a.name, a.mcp) for a in self.agents], tool_names)
         if errors:
             raise ValueError("; ".join(errors))
         return self
@@ -423,7 +438,8 @@ class PendingCompensation(_Model):
     step: int
     name: str
     activity: str
-    request: CompensationRequest
+    request: CompensationRequest | ToolRequest | MCPCallArgs
+    """A compensation activity's input, a Python tool's (undoing an MCP tool), or an MCP call's."""
 
 
 SAGA_CHECKPOINT_RETIRED = frozenset({"pending_review", "pending_tool_call", "review_deadline"})

@@ -49,3 +49,10 @@ LLM_NON_RETRYABLE: tuple[str, ...] = (
     UNKNOWN_MODEL_ALIAS,
 )
 TOOL_NON_RETRYABLE: tuple[str, ...] = (TOOL_INVALID_ARGUMENTS, TOOL_FAILED, ACTIVITY_NOT_REGISTERED)
+
+MCP_UNAVAILABLE = "MCPUnavailable"
+"""An MCP server could not be reached (down, connection closed, timed out): retryable."""
+MCP_CONFIG = "MCPConfigError"
+"""An MCP server's declaration cannot be used on this worker (a missing environment variable)."""
+MCP_COMPENSATION_UNRESOLVED = "MCPCompensationUnresolved"
+"""An MCP compensation needs the original call's result, which never came back."""

@@ -28,11 +28,14 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from agentkeel.app import ActivitySet, App, resolve_apps
 from agentkeel.contracts import TeamSpec
+from agentkeel.logs import get_logger
+from agentkeel.mcp.contracts import MCPServerSpec
 from agentkeel.names import activity_name
 from agentkeel.settings import Settings, load_settings
 from agentkeel.tools import sync_tool_pool
 
 PLUGIN_NAME = "agentkeel.AgentkeelPlugin"
+log = get_logger(__name__)
 
 PASSTHROUGH_MODULES: tuple[str, ...] = (
     "pydantic",
@@ -53,6 +56,10 @@ PASSTHROUGH_MODULES: tuple[str, ...] = (
     "agentkeel.signing",
     "agentkeel.review_conditions",
     "agentkeel.validation",
+    # MCP tools: the SDK's models (what temporalio-mcp's activities return) and the team's MCP specs.
+    "mcp",
+    "mcp_types",
+    "agentkeel.mcp",
 )
 """Deterministic modules imported once, outside the sandbox, instead of once per workflow run."""
 
@@ -114,6 +121,8 @@ class AgentkeelPlugin(SimplePlugin):
             self.apps.append(extra)
         self.platform_activities = platform_activities
         self._open: list[ActivitySet] = []
+        self._mcp: Any = None
+        """temporalio-mcp's `MCPPlugin` for the MCP servers of the worker's teams (built with the worker)."""
         super().__init__(
             PLUGIN_NAME,
             data_converter=build_data_converter(self.settings),
@@ -169,6 +178,7 @@ class AgentkeelPlugin(SimplePlugin):
             lambda i: type(i).__qualname__,
         )
         config["activities"] = _merge(existing_activities, built.activities, activity_name)
+        config = self._configure_mcp(config)
         # `@tool` sync functions run on the tool pool (sized here, once per process); activities
         # written as plain sync functions run on the worker's executor.
         sync_tool_pool(self.settings.max_concurrent_activities)
@@ -188,10 +198,53 @@ class AgentkeelPlugin(SimplePlugin):
         built.closers.append(store.aclose)
         return StoreInterceptor(ConversationLayer(store))
 
+    def mcp_servers(self) -> dict[str, MCPServerSpec]:
+        """The MCP servers the worker's teams declare (the apps' and `teams_dir`'s), by name.
+
+        Raises:
+            MCPConfigError: Two teams declare one server differently.
+        """
+        from agentkeel.activities.mcp import servers_of
+        from agentkeel.teams import TeamFileError, load_registry
+
+        try:
+            teams = load_registry(self.settings.teams_dir, self.apps)
+        except TeamFileError as exc:
+            # Runs of these teams fail at resolution with this same error; the worker still serves the rest.
+            log.warning("teams not loaded: their MCP servers are not registered", error=str(exc))
+            return {}
+        return servers_of(teams.values())
+
+    def _configure_mcp(self, config: WorkerConfig) -> WorkerConfig:
+        """Compose temporalio-mcp's `MCPPlugin` for the teams' MCP servers, behind their circuit breakers.
+
+        A worker only connects to servers declared by the teams it registers: a run's inline team
+        names a server, and the worker's declaration of that name is the one used.
+        """
+        from agentkeel.activities.mcp import MCPBreakerInterceptor, compensation_unresolved, mcp_plugin
+
+        servers = self.mcp_servers()
+        self._mcp = mcp_plugin(servers)
+        if self._mcp is None:
+            return config
+        # Its activities and ours are merged by name, like the platform's: with a plugin on the client
+        # and another on the worker, the first one's are registered and nothing twice.
+        existing = config.get("activities")
+        config = self._mcp.configure_worker({**config, "activities": []})
+        extra = [*(config.get("activities") or []), compensation_unresolved]
+        config["activities"] = _merge(existing, extra, activity_name)
+        interceptors = [*(config.get("interceptors") or []), MCPBreakerInterceptor(servers)]
+        config["interceptors"] = _merge([], interceptors, lambda i: type(i).__qualname__)
+        return config
+
     @asynccontextmanager
     async def _run_context(self) -> AsyncIterator[None]:
         try:
-            yield
+            if self._mcp is not None:
+                async with self._mcp.run_context():  # closes the MCP connections the worker opened
+                    yield
+            else:
+                yield
         finally:
             while self._open:
                 await self._open.pop().aclose()

@@ -42,6 +42,7 @@ from agentkeel.starters.client import (
     parse_status,
 )
 from agentkeel.starters.exit_codes import ExitCode
+from agentkeel.starters.mcp_teams import resolve_mcp_teams
 from agentkeel.starters.steer import cmd_approve, cmd_cancel, cmd_edit, cmd_redrive, cmd_reject
 
 # --------------------------------------------------------------------------- start
@@ -241,7 +242,9 @@ async def cmd_failed(args: argparse.Namespace) -> int:
 async def cmd_teams(args: argparse.Namespace) -> int:
     """`keel teams`: needs no server."""
     teams = Keel(settings=load_cli_settings()).teams()
-    out(render.to_json(render.teams_json(teams)) if args.json else render.render_teams(teams))
+    # Teams with MCP servers list their tools now, as a run would when it starts.
+    teams, notes = await resolve_mcp_teams(teams)
+    out(render.to_json(render.teams_json(teams)) if args.json else render.render_teams(teams, notes))
     return 0
 
 

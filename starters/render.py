@@ -350,8 +350,8 @@ def render_failed(runs: Sequence[Any]) -> str:
     return "\n\n".join(blocks)
 
 
-def render_teams(teams: Mapping[str, TeamSpec]) -> str:
-    """The `keel teams` view: each registered team with its agents and tools."""
+def render_teams(teams: Mapping[str, TeamSpec], notes: Mapping[str, list[str]] | None = None) -> str:
+    """The `keel teams` view: each registered team with its agents and tools (`notes`: MCP servers)."""
     if not teams:
         return "no teams registered"
     blocks = []
@@ -368,9 +368,15 @@ def render_teams(teams: Mapping[str, TeamSpec]) -> str:
             context = agent.context
             if context is not None and context.strategy != "keep_all":
                 extra.append(f"context {context.strategy} at {count(context.max_tokens or 0)} tokens")
+            if agent.mcp and any(s.listed_tools is None for s in team.mcp_servers):  # tools not listed
+                extra.append(
+                    "MCP " + ", ".join(f"{a.server}:{','.join(a.tools or ['*'])}" for a in agent.mcp)
+                )
             lines.append(f"  {agent.name}{marks}" + (f": {'; '.join(extra)}" if extra else ""))
+        lines += [f"  {note}" for note in (notes or {}).get(name, [])]
         for tool in team.tools:
-            lines.append(f"  tool {tool.name}: {_tool_policy(team, tool)}")
+            where = f" [mcp {tool.mcp.server}: {tool.mcp.hints}]" if tool.mcp else ""
+            lines.append(f"  tool {tool.name}{where}: {_tool_policy(team, tool)}")
         reviewed = [t.name for t in team.tools if team.needs_review(t.name)]
         if reviewed:
             lines.append(f"  review before: {', '.join(reviewed)}")
@@ -384,8 +390,12 @@ def render_teams(teams: Mapping[str, TeamSpec]) -> str:
 
 def _tool_policy(team: TeamSpec, tool: ToolSpec) -> str:
     undo = f"undone by {tool.compensation}" if tool.compensation else "no compensation"
+    if tool.mcp is not None:
+        u = tool.mcp.undo
+        args = ", ".join(f"{k}={v}" for k, v in u.arguments.items()) if u else ""
+        undo = f"undone by {u.server}.{u.tool}({args})" if u else "read-only" if tool.mcp.read_only else undo
     if tool.name in team.review.tools or tool.requires_review:
-        review = "always reviewed"
+        review = "always reviewed" + (" (destructive)" if tool.mcp and tool.mcp.destructive else "")
     elif tool.review_when:
         review = f"reviewed when {tool.review_when}"
     elif tool.review_check:

@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
 from agentkeel.workflows.conversation import handoff_tool, is_ping_pong
 from agentkeel.workflows.failures import Halt, application_cause, describe_failure
 from agentkeel.workflows.guards import budget_problem, is_outage, through_outages
+from agentkeel.workflows.mcp_tools import run_mcp_tool
 from agentkeel.workflows.policies import (
     LLM_HEARTBEAT,
     LLM_RETRY,
@@ -289,7 +290,8 @@ class AgentLoop:
             )
             if record.decision == "edit" and record.arguments is not None:
                 arguments = record.arguments
-        await self._run_tool(agent, spec, call, arguments)
+        run = run_mcp_tool if spec.mcp else AgentLoop._run_tool  # MCP tools: workflows/mcp_tools.py
+        await run(self, agent, spec, call, arguments)
         self._state.visits = [agent.name]
         return None
 

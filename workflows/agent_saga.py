@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         TeamSpec,
         TranscriptEntry,
     )
+    from agentkeel.mcp.resolve import needs_listing
     from agentkeel.names import (
         AGENT_SAGA_WORKFLOW,
         APPROVE_SIGNAL,
@@ -52,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
 # The workflow's own helper modules run inside the sandbox, like the workflow itself.
 from agentkeel.workflows.agent_loop import AgentLoop
 from agentkeel.workflows.failures import Halt, describe_failure
+from agentkeel.workflows.mcp_tools import list_team_tools
 from agentkeel.workflows.policies import RESOLVE_RETRY, RESOLVE_START_TO_CLOSE
 from agentkeel.workflows.review import ReviewDesk
 from agentkeel.workflows.runbook import RunBook, initial_state
@@ -100,6 +102,8 @@ class AgentSagaWorkflow:
             if book.state.team is None:
                 book.state.team = await self._resolve_team(request)
                 book.state.active_agent = book.state.team.entry
+            if needs_listing(book.state.team):
+                book.state.team = await list_team_tools(book.state.team)  # once; kept in the run's state
             self._announce()
             book.output = await AgentLoop(book, self._desk).run()
             book.set_status(SagaStatus.COMPLETED)

@@ -55,6 +55,9 @@ class Compensation:
         retry_policy: Retry policy of this compensation.
         start_to_close_timeout: Timeout of one attempt.
         summary: Shown in the Temporal UI; defaults to `<activity> (compensation)`.
+        label: What the records call the compensation; default the activity's name (an MCP
+            compensation runs the activity `temporalio.mcp.<server>.call-tool`: its label is
+            `<server>.<tool>`).
     """
 
     step: int
@@ -64,6 +67,7 @@ class Compensation:
     retry_policy: RetryPolicy = field(default_factory=lambda: COMPENSATION_RETRY)
     start_to_close_timeout: timedelta = COMPENSATION_START_TO_CLOSE
     summary: str | None = None
+    label: str | None = None
 
     @property
     def activity_name(self) -> str:
@@ -173,7 +177,7 @@ class Saga:
                 record = CompensationRecord(
                     step=comp.step,
                     name=comp.name,
-                    compensation=comp.activity_name,
+                    compensation=comp.label or comp.activity_name,
                     status="done",
                     at=workflow.now(),
                 )
@@ -186,7 +190,7 @@ class Saga:
                 record = CompensationRecord(
                     step=comp.step,
                     name=comp.name,
-                    compensation=comp.activity_name,
+                    compensation=comp.label or comp.activity_name,
                     status="failed",
                     error=describe_failure(exc),
                     at=workflow.now(),
