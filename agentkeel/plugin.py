@@ -48,6 +48,7 @@ PASSTHROUGH_MODULES: tuple[str, ...] = (
     # The platform's deterministic, side-effect-free core: contracts and names. Not `agentkeel`
     # as a whole: the workflows' own modules (`agentkeel.workflows.*`) run inside the sandbox.
     "agentkeel.contracts",
+    "agentkeel.team_specs",
     "agentkeel.conversation",
     "agentkeel.errors",
     "agentkeel.names",
