@@ -34,6 +34,8 @@ from agentkeel.names import AGENT_SAGA_WORKFLOW
 from agentkeel.outcomes import saga_result
 from agentkeel.plugin import AgentkeelPlugin
 from agentkeel.search_attributes import SagaStatus
+from agentkeel.settings import StoreSettings
+from agentkeel.store import open_store
 from agentkeel.workers.worker import running_worker
 
 pytestmark = pytest.mark.integration
@@ -43,10 +45,19 @@ TEMPORAL = str(Path(sys.executable).parent / "temporal")
 RECORDED: list[Any] = []
 
 
-@pytest.fixture
-def travel_settings(worker_settings, offline_llm, task_queue):
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def travel_settings(request, worker_settings, offline_llm, task_queue):
+    """The worker's settings, once with the embedded SQLite store and once with PostgreSQL."""
+    store = worker_settings.store
+    if request.param == "postgres":
+        store = StoreSettings(url=request.getfixturevalue("postgres_url"))
     return worker_settings.model_copy(
-        update={"llm_port": offline_llm.port, "llm_host": "127.0.0.1", "task_queue": task_queue}
+        update={
+            "llm_port": offline_llm.port,
+            "llm_host": "127.0.0.1",
+            "task_queue": task_queue,
+            "store": store,
+        }
     )
 
 
@@ -127,6 +138,9 @@ async def test_travel_approved_with_the_stock_cli(dev_server, travel_settings, t
         actions = [e.action for e in ledger.entries(handle.id)]
         ledger.close()
         assert actions == ["book_flight", "book_hotel", "charge_card"]
+        # The conversation went to the configured store (SQLite or PostgreSQL), owned by the run.
+        async with open_store(travel_settings) as store:
+            assert handle.id in await store.owners()
         desc = await handle.describe()
         assert await desc.static_summary() == "travel: Trip to Lisbon, Dec 10, 3 nights"
         attrs = desc.typed_search_attributes
