@@ -12,16 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentkeel.dev.devserver import find_free_port
 from agentkeel.examples.tickets.team import SERVER_MODULE
 
 START_TIMEOUT_S = 20.0
-
-
-def free_port() -> int:
-    """A port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -29,7 +23,7 @@ class TicketsHTTP:
     """The tracker over streamable HTTP on a free port; `stop()` and `start()` keep port and store."""
 
     store: Path
-    port: int = field(default_factory=free_port)
+    port: int = field(default_factory=find_free_port)
     variant: str = "v1"
     process: subprocess.Popen[bytes] | None = None
 

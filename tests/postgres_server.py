@@ -22,7 +22,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -34,6 +33,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 import pytest_asyncio
+
+from agentkeel.dev.devserver import find_free_port
 
 REQUIRE_ENV = "KEEL_REQUIRE_POSTGRES"
 UNPRIVILEGED_USER = "nobody"
@@ -80,12 +81,6 @@ def _as_user(user: str | None) -> list[str]:
         entry = pwd.getpwnam(user)
         return ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups", "--"]
     return ["runuser", "-u", user, "--"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -150,7 +145,7 @@ def start_postgres() -> PostgresServer:
     if init.returncode != 0:
         shutil.rmtree(root, ignore_errors=True)
         raise RuntimeError(f"initdb failed ({init.returncode}): {init.stderr[-2000:]}")
-    port = _free_port()
+    port = find_free_port()
     # Durability off: the data dies with the test session, and fsyncs would dominate the timings.
     settings = ["fsync=off", "synchronous_commit=off", "full_page_writes=off", "listen_addresses=127.0.0.1"]
     command = [

@@ -32,7 +32,8 @@ from agentkeel.plugin import AgentkeelPlugin
 from agentkeel.search_attributes import SagaStatus
 from agentkeel.settings import Settings
 from agentkeel.testing import ScriptedModel, answer, call
-from tests.mcp_servers import TicketsHTTP, free_port, tickets_in
+from tests.fixtures.llm import free_port
+from tests.mcp_servers import TicketsHTTP, tickets_in
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,8 @@ from agentkeel.search_attributes import SagaStatus
 from agentkeel.starters.mcp_teams import resolve_mcp_teams
 from agentkeel.starters.render import render_teams
 from agentkeel.testing import KeelTestEnv, ScriptedModel, answer, call, keel_test_env
-from tests.mcp_servers import free_port, tickets_in
+from tests.fixtures.llm import free_port
+from tests.mcp_servers import tickets_in
 
 pytestmark = pytest.mark.unit
 

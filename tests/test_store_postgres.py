@@ -17,11 +17,12 @@ import asyncpg
 import pytest
 import yaml
 
+from agentkeel.dev.devserver import find_free_port as _free_port
 from agentkeel.settings import Settings
 from agentkeel.store import PostgresStore, StoreError, open_store, ref_of
 from agentkeel.store.postgres import _GC_LOCK, SCHEMA_FILE
 from tests import store_raw
-from tests.postgres_server import PostgresServer, _free_port, find_bindir
+from tests.postgres_server import PostgresServer, find_bindir
 
 pytestmark = pytest.mark.postgres
 
