@@ -43,8 +43,9 @@ def error_code(exc: BaseException) -> int | None:
 
     One mapping for every command, so the same situation exits the same way everywhere.
     """
-    from agentkeel.codec import CodecConfigError
+    from agentkeel.codec import CodecConfigError, CodecError
     from agentkeel.starters import errors as api
+    from agentkeel.store import MissingContentError, StoreError
 
     if isinstance(exc, CliError):
         return exc.code
@@ -61,9 +62,14 @@ def error_code(exc: BaseException) -> int | None:
         return ExitCode.GOAL_NOT_REACHED
     if isinstance(exc, ConnectionError):  # TemporalUnavailable and friends
         return ExitCode.UNREACHABLE
-    if isinstance(exc, ConfigError | CodecConfigError):
-        # Configuration errors (keel.toml, KEEL_* variables, the encryption key) come before any work.
+    if isinstance(exc, ConfigError | CodecConfigError | CodecError):
+        # Configuration errors (keel.toml, KEEL_* variables, the encryption key: a payload encrypted
+        # with a key this process lacks) come before any work, or stop it at once.
         return ExitCode.BAD_INPUT
+    if isinstance(exc, MissingContentError):
+        return ExitCode.NOT_FOUND
+    if isinstance(exc, StoreError):
+        return ExitCode.SERVICE_FAILED
     return None
 
 

@@ -157,6 +157,12 @@ class Keel(RunListing):
         self._reviewer_key_path = reviewer_key
         self._store: ContentStore | None = None
 
+    def store_url(self) -> str:
+        """The conversation store this client reads, its password masked (for messages)."""
+        from agentkeel.store import masked_url, store_url
+
+        return masked_url(store_url(self.settings))
+
     def store(self) -> ContentStore:
         """The conversation store of `settings` (opened on first use, closed with the client).
 

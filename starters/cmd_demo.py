@@ -261,6 +261,9 @@ def _progress(view: SagaStatusView, seen: set[str]) -> None:
 def _print_result(result: SagaResult, ledger_rows: list[LedgerEntry], ui: str, elapsed: float) -> None:
     _say()
     _say(f"Result: {result.status.value}" + (f" ({result.reason})" if result.reason else ""))
+    if "cannot resolve team" in (result.reason or ""):
+        # The demo reused a worker (and provider) started for another app, e.g. by `keel dev --app`.
+        _say("  the running worker does not serve the travel team: stop the other `keel dev`, try again")
     if result.output:
         _say(f"Answer: {result.output}")
     _say(f"Steps ({len(result.steps)}):")

@@ -188,6 +188,13 @@ async def _server(args: argparse.Namespace) -> int:
     if is_listening(server._client_host, server.port):
         if await answers(server.address):
             _say(f"Temporal is already serving at {server.address}; nothing to start.")
+            if server.codec_endpoint:
+                # The running server's UI keeps the settings it started with.
+                print(
+                    "keel: --codec-endpoint was not applied: stop the running server (or `keel dev`) "
+                    "and start it again with --codec-endpoint",
+                    file=sys.stderr,
+                )
             return 0
         raise CliError(
             f"port {server.port} on {args.ip} is in use by something that is not Temporal",

@@ -123,7 +123,7 @@ async def cmd_stats(args: argparse.Namespace) -> int:
     else:
         out(f"store:    {url}")
         out(f"contents: {stats.contents:,}")
-        out(f"bytes:    {stats.bytes:,} (plaintext)")
+        out(f"bytes:    {stats.bytes:,} (before encryption)")
         out(f"owners:   {stats.owners:,} runs")
     return ExitCode.OK
 

@@ -8,8 +8,9 @@ written once, in the workflow.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +82,20 @@ async def _stuck_reason(client: Client, desc: WorkflowExecutionDescription) -> s
         ):
             return None
     return None
+
+
+@contextlib.contextmanager
+def _workers_store(store_url: str) -> Iterator[None]:
+    """Say which store was read when content is missing: usually not the one the workers write."""
+    from agentkeel.store import MissingContentError
+
+    try:
+        yield
+    except MissingContentError as exc:
+        raise MissingContentError(
+            f"{exc}: read from {store_url}; is it the store the workers write (KEEL_STORE_URL or "
+            "[store] url in keel.toml, the same on both), and was the run's content kept (keel store gc)?"
+        ) from None
 
 
 def _stored_ref(entry: TranscriptEntry) -> str | None:
@@ -283,7 +298,8 @@ class RunHandle(RunDecisions):
             return entries
         store = self._keel.store()
         refs = [ref for e in entries if (ref := _stored_ref(e))]
-        texts = dict(zip(refs, await store.get_many(refs), strict=True))
+        with _workers_store(self._keel.store_url()):
+            texts = dict(zip(refs, await store.get_many(refs), strict=True))
         return [
             e.model_copy(update={"data": json.loads(texts[ref])}) if (ref := _stored_ref(e)) else e
             for e in entries
@@ -315,7 +331,8 @@ class RunHandle(RunDecisions):
         if state is None:
             return []
         layer = ConversationLayer(self._keel.store())
-        return [*(await layer.read(state.head)), *(await layer.resolve(state.pending))]
+        with _workers_store(self._keel.store_url()):
+            return [*(await layer.read(state.head)), *(await layer.resolve(state.pending))]
 
     async def result(self, *, wait: float | None = None) -> SagaResult:  # noqa: ASYNC109
         """Wait for the run to end and return its `SagaResult`.

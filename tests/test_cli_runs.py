@@ -510,3 +510,27 @@ async def test_cli_unknown_id_is_one_line(
         assert code == 3, argv  # ExitCode.NOT_FOUND
         assert "no run with workflow id 'keel-nope'" in one_line_error(err), argv
         assert out == ""
+
+
+def test_a_reader_that_goes_away_is_not_an_error(
+    cli_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `keel teams --json | head -1`: the pipe closes while keel writes (was: exit 4, "unreachable").
+    from agentkeel.starters import cmd_runs
+
+    def closed(text: str) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    cli_env.setattr(cmd_runs, "out", closed)
+    code, _, err = keel(capsys, "teams", "--json")
+    assert code == 0 and err == ""
+
+
+def test_a_payload_encrypted_with_another_key_is_one_line() -> None:
+    from agentkeel.codec import UnknownKeyError
+    from agentkeel.starters.cli_common import error_code
+    from agentkeel.store import MissingContentError, StoreError
+
+    assert error_code(UnknownKeyError("payload is encrypted (key id 'x') but no key is configured")) == 2
+    assert error_code(MissingContentError("content sha256:... is not in the store")) == 3
+    assert error_code(StoreError("cannot connect")) == 7

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -187,6 +188,11 @@ async def test_a_policy_that_leaves_messages_out_says_so_in_the_transcript(time_
     assert result.status == SagaStatus.COMPLETED, result.reason
     notes = [e["content"] for e in transcript if e["kind"] == "note"]
     assert any(f"context policy {strategy}" in n or "context policy summarize" in n for n in notes), notes
+    for note in notes:  # the counts add up: sent + left out = the conversation so far
+        counted = re.search(r"was sent (\d+) of the (\d+) messages so far \((.*)\)", note)
+        if counted:
+            left = sum(int(n) for n in re.findall(r"\d+", counted.group(3)))
+            assert int(counted.group(1)) + left == int(counted.group(2)), note
     assert len(model.requests) == 13  # every page once: the newest results are always sent
     assert max(len(r.messages) for r in model.requests) < 2 + 2 * 12  # the model was not sent everything
     if strategy == "summarize":

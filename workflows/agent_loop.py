@@ -218,7 +218,7 @@ class AgentLoop:
             start_to_close_timeout=LLM_START_TO_CLOSE,
             heartbeat_timeout=LLM_HEARTBEAT,
             retry_policy=LLM_RETRY,
-            summary=f"{agent.name}: {CALL_LLM_ACTIVITY}",
+            summary=f"{agent.name}: {_purpose(request)}",
         )
 
     def _llm_failed(self, description: str) -> None:
@@ -440,3 +440,9 @@ class AgentLoop:
         book.transcript_add("tool_error", agent=state.active_agent, content=problem)
         if state.tool_errors > book.team.max_tool_errors:
             raise Halt(f"too many invalid tool calls ({state.tool_errors}); last: {problem}")
+
+
+def _purpose(request: LLMRequest) -> str:
+    """What a `call_llm` activity is for, as the UI's activity summary says it."""
+    summarizing = request.conversation is not None and request.conversation.purpose == "summarize"
+    return "summarize the conversation (context policy)" if summarizing else CALL_LLM_ACTIVITY

@@ -96,9 +96,10 @@ class StoredConversation:
             parts.append(f"{summarized} summarized")
         if context.truncated:
             parts.append(f"{context.truncated} oldest left out")
+        so_far = context.messages - 1  # the answer just stored was not sent
         return (
             f"context policy {policy.strategy} (max {policy.max_tokens} tokens): {agent.name} was sent "
-            f"{context.sent} of {context.messages - 1} earlier messages ({', '.join(parts)}); "
+            f"{so_far - context.left_out} of the {so_far} messages so far ({', '.join(parts)}); "
             "the whole conversation stays stored"
         )
 
