@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mcp.types import CallToolResult
 from temporalio.exceptions import ApplicationError
 
 from agentkeel import errors
@@ -34,6 +35,8 @@ from agentkeel.contracts import (
     ToolSchema,
 )
 from agentkeel.conversation import ContextReport, ConversationRef, SummaryRef
+from agentkeel.mcp.contracts import STORED_BYTES_META, STORED_OUTPUT_META
+from agentkeel.mcp.resolve import tool_output
 from agentkeel.names import SUMMARIZE_AGENT_SUFFIX
 from agentkeel.store import ContentStore, ConversationChain, StoreError, canonical_json
 from agentkeel.store.base import CorruptContentError, MissingContentError, StoreKeyError
@@ -292,6 +295,29 @@ class ConversationLayer:
         except StoreError as exc:
             raise _store_failure(exc) from None
         return ToolResult(output_ref=ref, output_bytes=size, summary=preview(result.summary or text))
+
+    async def store_mcp_result(self, result: dict[str, Any], owner: str) -> dict[str, Any]:
+        """An MCP `call-tool` result (as temporalio-mcp returns it) with a large output stored.
+
+        The stored bytes are the JSON text the model is sent as the tool message; the result keeps
+        a text preview and names the reference in its `_meta`. Errors and small results pass as they are.
+        """
+        parsed = CallToolResult.model_validate(result)
+        if parsed.is_error:
+            return result
+        text = json.dumps(tool_output(parsed), sort_keys=True)
+        size = len(text.encode("utf-8"))
+        if size <= INLINE_RESULT_BYTES:
+            return result
+        try:
+            ref = await self.store.put(text.encode("utf-8"), owner=owner)
+        except StoreError as exc:
+            raise _store_failure(exc) from None
+        return {
+            "content": [{"type": "text", "text": preview(text)}],
+            "isError": False,
+            "_meta": {STORED_OUTPUT_META: ref, STORED_BYTES_META: size},
+        }
 
     async def resolve_compensation(self, request: CompensationRequest) -> CompensationRequest:
         """A compensation's request with its original step's stored result filled in."""

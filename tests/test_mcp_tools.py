@@ -4,6 +4,7 @@ a Python tool undoing an MCP tool)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from mcp.types import CallToolResult, TextContent, Tool, ToolAnnotations
 from pydantic import ValidationError
+from temporalio.api.enums.v1 import EventType
 
 from agentkeel import Agent, Team, tool
 from agentkeel.app import App
@@ -198,6 +200,27 @@ async def test_an_error_result_goes_back_to_the_model(time_env, store):
     assert tool_message.role == "tool" and tool_message.content.startswith("error: ")
     assert tool_message.content.endswith("no ticket #99")
     assert [s.kind for s in result.steps].count("tool_error") == 1
+
+
+async def test_a_large_mcp_result_is_stored_and_the_model_gets_it_whole(time_env, store):
+    title = "Checkout returns 500 " + "x" * 700
+    model = ScriptedModel([call("create_ticket", title=title), call("list_tickets"), answer("Listed.")])
+    team = tickets_team(tickets_server(store=store))
+    async with keel_test_env(App(name="t", teams=[team]), model, env=time_env) as env:
+        result = await env.run_team("tickets", "List the tickets")
+    assert result.status == SagaStatus.COMPLETED, result.reason
+    listed = model.requests[-1].messages[-1]
+    assert listed.role == "tool" and json.loads(listed.content or "")["tickets"][0]["title"] == title
+    # History keeps the listing by reference: the second call's result holds a preview, not the title.
+    events = env.histories[-1].events
+    completed = [e for e in events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED]
+    call_results = [
+        e
+        for e in completed
+        if b"output-ref" in e.SerializeToString() or title.encode() in e.SerializeToString()
+    ]
+    assert any(b"io.agentkeel/output-ref" in e.SerializeToString() for e in call_results)
+    assert not all(title.encode() in e.SerializeToString() for e in call_results)
 
 
 VOIDED: list[tuple[int, str]] = []

@@ -10,7 +10,8 @@ them, so `call_llm`, tools, compensations and their test doubles keep their plai
   stores the answer (a `summarize` request summarizes instead);
 * a tool called with `store_result`: a large output is stored, history gets a reference
   and a preview;
-* a compensation whose original result was stored gets the result back.
+* a compensation whose original result was stored gets the result back;
+* an MCP `call-tool` of such a run: a large result is stored the same way.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, 
 
 from agentkeel.activities.conversation import ConversationLayer
 from agentkeel.contracts import CompensationRequest, LLMRequest, ToolRequest, ToolResult
+from agentkeel.mcp.contracts import STORE_RESULT_META
 
 
 class _StoreActivityInbound(ActivityInboundInterceptor):
@@ -42,10 +44,25 @@ class _StoreActivityInbound(ActivityInboundInterceptor):
         if isinstance(arg, CompensationRequest) and arg.result_ref is not None:
             input = _with_arg(input, await self._layer.resolve_compensation(arg))
             return await self.next.execute_activity(input)
+        store_mcp = _takes_store_flag(arg)
         result = await self.next.execute_activity(input)
         if isinstance(arg, ToolRequest) and arg.store_result and isinstance(result, ToolResult):
             return await self._layer.store_result(result, owner)
+        if store_mcp and isinstance(result, dict):
+            return await self._layer.store_mcp_result(result, owner)
         return result
+
+
+def _takes_store_flag(arg: Any) -> bool:
+    """Whether `arg` is a temporalio-mcp `call-tool` request of a run that stores its conversation.
+
+    The flag is taken out of the request's `_meta` here, so the MCP server never sees it.
+    """
+    info = activity.info()
+    if not (info.activity_type.startswith("temporalio.mcp.") and info.activity_type.endswith(".call-tool")):
+        return False
+    meta = arg.get("meta") if isinstance(arg, dict) else None
+    return isinstance(meta, dict) and bool(meta.pop(STORE_RESULT_META, False))
 
 
 def _with_arg(input: ExecuteActivityInput, arg: Any) -> ExecuteActivityInput:

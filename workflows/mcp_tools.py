@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from agentkeel import errors
     from agentkeel.contracts import (
         AgentSpec,
+        ChatMessage,
         CompensationRequest,
         SagaCheckpoint,
         TeamSpec,
@@ -37,6 +38,9 @@ with workflow.unsafe.imports_passed_through():
     from agentkeel.mcp.contracts import (
         COMPENSATION_META,
         DEFAULT_IDEMPOTENCY_META,
+        STORE_RESULT_META,
+        STORED_BYTES_META,
+        STORED_OUTPUT_META,
         UNRESOLVED_COMPENSATION_ACTIVITY,
         MCPBinding,
         MCPCallArgs,
@@ -81,6 +85,8 @@ class _Loop(Protocol):
 
     _book: RunBook
     _state: SagaCheckpoint
+    _stored: object | None
+    """The run's stored conversation (set for runs since the conversation store)."""
 
     def _tool_message(self, call: ToolCall, content: str) -> None: ...
 
@@ -154,7 +160,8 @@ async def run_mcp_tool(
     book.attrs.flush()
     started = workflow.now()
     try:
-        result = await _call_through_outages(book, bound, arguments, _meta(bound, key))
+        store = loop._stored is not None and not (bound.undo is not None and bound.undo.needs_result)
+        result = await _call_through_outages(book, bound, arguments, _meta(bound, key, store=store))
     except ActivityError as exc:
         _call_failed(loop, exc, spec, call, comp)
         return
@@ -166,21 +173,33 @@ async def run_mcp_tool(
         loop._tool_message(call, f"error: {error_text(result)}")
         loop._count_tool_error(f"MCP tool {spec.name} reported an error: {error_text(result)}")
         return
-    output = tool_output(result)
-    if comp is not None and bound.undo is not None and bound.undo.needs_result:
-        _resolve_undo(book, comp, bound, arguments, output, key)
-    text = json.dumps(output, sort_keys=True)
-    loop._tool_message(call, text)
+    stored = (result.meta or {}).get(STORED_OUTPUT_META)
+    if isinstance(stored, str):  # large: the worker stored it, history keeps a reference and a preview
+        text = "\n".join(c.text for c in result.content if getattr(c, "type", None) == "text")
+        size = int((result.meta or {}).get(STORED_BYTES_META, 0))
+        message = ChatMessage(role="tool", tool_call_id=call.id, name=call.name, content_ref=stored)
+        book.add_message(message, size=size)
+        data: dict[str, Any] = {"ref": stored, "bytes": size}
+    else:
+        output = tool_output(result)
+        if comp is not None and bound.undo is not None and bound.undo.needs_result:
+            _resolve_undo(book, comp, bound, arguments, output, key)
+        text = json.dumps(output, sort_keys=True)
+        loop._tool_message(call, text)
+        data = {"result": output}
     detail = f"{bound.server}: {text[:120]} (key {key})"
     book.record("tool", agent.name, spec.name, step=step, detail=detail, started=started)
-    data = {"result": output, "server": bound.server, "idempotency_key": key}
+    data |= {"server": bound.server, "idempotency_key": key}
     book.transcript_add("tool_result", agent=agent.name, content=text[:120], data=data)
     book.update_details()
 
 
-def _meta(bound: MCPBinding, key: str) -> dict[str, Any] | None:
+def _meta(bound: MCPBinding, key: str, *, store: bool = False) -> dict[str, Any] | None:
     # The key is recorded in history either way (the step's record names it).
-    return {bound.idempotency_meta: key} if bound.idempotency_meta else None
+    meta: dict[str, Any] = {bound.idempotency_meta: key} if bound.idempotency_meta else {}
+    if store:
+        meta[STORE_RESULT_META] = True  # taken out by the worker before the server sees the call
+    return meta or None
 
 
 async def _call_through_outages(

@@ -29,6 +29,13 @@ UNRESOLVED_COMPENSATION_ACTIVITY = "mcp_compensation_unresolved"
 """Stands in for an MCP compensation whose arguments need a result that never came back."""
 COMPENSATION_META = "io.agentkeel/undoes"
 """The `_meta` field a compensating call carries the key of the step it undoes in."""
+STORE_RESULT_META = "io.agentkeel/store-result"
+"""Set in a call's `_meta` by a run that stores its conversation: the worker stores a large result
+(and takes the flag out before the server sees the request)."""
+STORED_OUTPUT_META = "io.agentkeel/output-ref"
+"""In a stored result's `_meta`: the reference of the tool output's JSON text, as the model gets it."""
+STORED_BYTES_META = "io.agentkeel/output-bytes"
+"""In a stored result's `_meta`: that text's size in bytes."""
 
 
 class _Model(BaseModel):
