@@ -37,6 +37,8 @@ _EXPORTS: dict[str, str] = {
     # the contracts tools and teams are written against
     "AgentSpec": "agentkeel.contracts",
     "Budget": "agentkeel.contracts",
+    "ChatMessage": "agentkeel.contracts",
+    "ContextPolicy": "agentkeel.conversation",
     "CompensationRequest": "agentkeel.contracts",
     "ReviewOutcome": "agentkeel.contracts",
     "ReviewPolicy": "agentkeel.contracts",
@@ -74,7 +76,9 @@ __all__ = [
     "App",
     "AgentSpec",
     "Budget",
+    "ChatMessage",
     "CompensationRequest",
+    "ContextPolicy",
     "DecisionRefused",
     "InvalidInput",
     "Keel",
