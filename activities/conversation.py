@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mcp.types import CallToolResult
 from temporalio.exceptions import ApplicationError
 
 from agentkeel import errors
@@ -36,7 +35,6 @@ from agentkeel.contracts import (
 )
 from agentkeel.conversation import ContextReport, ConversationRef, SummaryRef
 from agentkeel.mcp.contracts import STORED_BYTES_META, STORED_OUTPUT_META
-from agentkeel.mcp.resolve import tool_output
 from agentkeel.names import SUMMARIZE_AGENT_SUFFIX
 from agentkeel.store import ContentStore, ConversationChain, StoreError, canonical_json
 from agentkeel.store.base import CorruptContentError, MissingContentError, StoreKeyError
@@ -302,6 +300,11 @@ class ConversationLayer:
         The stored bytes are the JSON text the model is sent as the tool message; the result keeps
         a text preview and names the reference in its `_meta`. Errors and small results pass as they are.
         """
+        # Imported here: only workers of MCP runs pay for the MCP SDK.
+        from mcp.types import CallToolResult
+
+        from agentkeel.mcp.resolve import tool_output
+
         parsed = CallToolResult.model_validate(result)
         if parsed.is_error:
             return result

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mcp import Client, StdioServerParameters
@@ -24,9 +24,11 @@ from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, 
 
 from agentkeel import errors
 from agentkeel.activities.breakers import BreakerRegistry
-from agentkeel.contracts import CompensationRequest, TeamSpec
+from agentkeel.contracts import CompensationRequest
 from agentkeel.logs import get_logger
 from agentkeel.mcp.contracts import COMPENSATION_META, UNRESOLVED_COMPENSATION_ACTIVITY, MCPServerSpec
+from agentkeel.mcp.servers import MCPConfigError as MCPConfigError  # re-exported
+from agentkeel.mcp.servers import servers_of as servers_of  # re-exported
 
 log = get_logger(__name__)
 
@@ -37,26 +39,6 @@ _TRANSPORT_CODES = frozenset({CONNECTION_CLOSED, REQUEST_TIMEOUT})
 
 MCP_BREAKERS = BreakerRegistry()
 """The MCP servers' breakers of this worker process (labelled `mcp:<server>` in logs and metrics)."""
-
-
-class MCPConfigError(ValueError):
-    """Two teams declare the same MCP server differently (one line)."""
-
-
-def servers_of(teams: Iterable[TeamSpec]) -> dict[str, MCPServerSpec]:
-    """Every MCP server the teams declare, by name.
-
-    Raises:
-        MCPConfigError: Two teams declare one server name with different connections.
-    """
-    servers: dict[str, MCPServerSpec] = {}
-    for team in teams:
-        for server in team.mcp_servers:
-            known = servers.get(server.name)
-            if known is not None and known.connection() != server.connection():
-                raise MCPConfigError(f"MCP server {server.name!r} is declared differently by two teams")
-            servers[server.name] = server.connection()
-    return servers
 
 
 def _env(name: str, server: str, what: str) -> str:

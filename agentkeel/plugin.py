@@ -205,7 +205,7 @@ class AgentkeelPlugin(SimplePlugin):
         Raises:
             MCPConfigError: Two teams declare one server differently.
         """
-        from agentkeel.activities.mcp import servers_of
+        from agentkeel.mcp.servers import servers_of
         from agentkeel.teams import TeamFileError, load_registry
 
         try:
@@ -222,12 +222,14 @@ class AgentkeelPlugin(SimplePlugin):
         A worker only connects to servers declared by the teams it registers: a run's inline team
         names a server, and the worker's declaration of that name is the one used.
         """
+        servers = self.mcp_servers()
+        if not servers:
+            self._mcp = None
+            return config
+        # Imported only here: a worker without MCP servers never loads the MCP SDK.
         from agentkeel.activities.mcp import MCPBreakerInterceptor, compensation_unresolved, mcp_plugin
 
-        servers = self.mcp_servers()
         self._mcp = mcp_plugin(servers)
-        if self._mcp is None:
-            return config
         # Its activities and ours are merged by name, like the platform's: with a plugin on the client
         # and another on the worker, the first one's are registered and nothing twice.
         existing = config.get("activities")

@@ -40,7 +40,6 @@ with workflow.unsafe.imports_passed_through():
 from agentkeel.workflows.conversation import handoff_tool, is_ping_pong
 from agentkeel.workflows.failures import Halt, application_cause, describe_failure
 from agentkeel.workflows.guards import budget_problem, is_outage, through_outages
-from agentkeel.workflows.mcp_tools import run_mcp_tool
 from agentkeel.workflows.policies import (
     LLM_HEARTBEAT,
     LLM_RETRY,
@@ -290,8 +289,13 @@ class AgentLoop:
             )
             if record.decision == "edit" and record.arguments is not None:
                 arguments = record.arguments
-        run = run_mcp_tool if spec.mcp else AgentLoop._run_tool  # MCP tools: workflows/mcp_tools.py
-        await run(self, agent, spec, call, arguments)
+        if spec.mcp:
+            # Imported by the runs that use MCP: every run's sandbox imports what it imports.
+            from agentkeel.workflows.mcp_tools import run_mcp_tool
+
+            await run_mcp_tool(self, agent, spec, call, arguments)
+        else:
+            await self._run_tool(agent, spec, call, arguments)
         self._state.visits = [agent.name]
         return None
 

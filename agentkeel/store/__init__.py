@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from agentkeel.settings import Settings
@@ -36,7 +37,6 @@ from agentkeel.store.base import (
 )
 from agentkeel.store.cache import DEFAULT_CACHE_BYTES, CachedStore
 from agentkeel.store.chain import ConversationChain
-from agentkeel.store.postgres import PostgresStore
 from agentkeel.store.sealing import Sealer
 from agentkeel.store.sqlite import SqliteStore
 
@@ -137,6 +137,20 @@ def open_store(
     path = (sqlite_path(url) if url else settings.home / DEFAULT_STORE_FILE) if scheme == "sqlite" else None
     secret = settings.encryption_key
     sealer = Sealer.from_env(env, key=secret.get_secret_value() if secret is not None else "")
-    driver: ContentStore = SqliteStore(path, sealer) if path is not None else PostgresStore(url, sealer)
+    if path is not None:
+        driver: ContentStore = SqliteStore(path, sealer)
+    else:
+        from agentkeel.store.postgres import PostgresStore  # asyncpg only where PostgreSQL is used
+
+        driver = PostgresStore(url, sealer)
     cache_bytes = settings.store.cache_mb * MIB if cache_bytes is None else cache_bytes
     return CachedStore(driver, cache_bytes) if cache_bytes > 0 else driver
+
+
+def __getattr__(name: str) -> Any:
+    # `PostgresStore` is imported on first use: asyncpg costs every process that never uses it.
+    if name == "PostgresStore":
+        from agentkeel.store.postgres import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
