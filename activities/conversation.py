@@ -36,7 +36,7 @@ from agentkeel.contracts import (
 from agentkeel.conversation import ContextReport, ConversationRef, SummaryRef
 from agentkeel.mcp.contracts import STORED_BYTES_META, STORED_OUTPUT_META
 from agentkeel.names import SUMMARIZE_AGENT_SUFFIX
-from agentkeel.store import ContentStore, ConversationChain, StoreError, canonical_json
+from agentkeel.store import ContentStore, ConversationChain, StoreError, canonical_json, ref_of
 from agentkeel.store.base import CorruptContentError, MissingContentError, StoreKeyError
 
 INLINE_RESULT_BYTES = 512
@@ -226,8 +226,10 @@ class ConversationLayer:
         before = known if known is not None else await self.read(head)
         if not new:
             return _Conversation(head, before)
-        refs = await self.store.put_many([canonical_json(message_dict(m)) for m in new], owner=owner)
-        new_head = await self.store.put(ConversationChain.node_bytes(head, refs), owner=owner)
+        items = [canonical_json(message_dict(m)) for m in new]
+        node = ConversationChain.node_bytes(head, [ref_of(item) for item in items])
+        # The messages and their chain node in one write: one transaction per append, not two.
+        *_, new_head = await self.store.put_many([*items, node], owner=owner)
         messages = [*before, *(await self.resolve(new))]
         self._remember(new_head, messages)
         return _Conversation(new_head, messages)
