@@ -287,14 +287,21 @@ class ConversationLayer:
         if result.output_ref is not None or not result.output:
             return result
         text = json.dumps(result.output, sort_keys=True)
-        size = len(text.encode("utf-8"))
-        if size <= INLINE_RESULT_BYTES:
+        stored = await self._store_large(text, owner)
+        if stored is None:
             return result
+        ref, size = stored
+        return ToolResult(output_ref=ref, output_bytes=size, summary=preview(result.summary or text))
+
+    async def _store_large(self, text: str, owner: str) -> tuple[str, int] | None:
+        """Store `text` when it is over `INLINE_RESULT_BYTES`; its reference and size, else None."""
+        data = text.encode("utf-8")
+        if len(data) <= INLINE_RESULT_BYTES:
+            return None
         try:
-            ref = await self.store.put(text.encode("utf-8"), owner=owner)
+            return await self.store.put(data, owner=owner), len(data)
         except StoreError as exc:
             raise _store_failure(exc) from None
-        return ToolResult(output_ref=ref, output_bytes=size, summary=preview(result.summary or text))
 
     async def store_mcp_result(self, result: dict[str, Any], owner: str) -> dict[str, Any]:
         """An MCP `call-tool` result (as temporalio-mcp returns it) with a large output stored.
@@ -311,13 +318,10 @@ class ConversationLayer:
         if parsed.is_error:
             return result
         text = json.dumps(tool_output(parsed), sort_keys=True)
-        size = len(text.encode("utf-8"))
-        if size <= INLINE_RESULT_BYTES:
+        stored = await self._store_large(text, owner)
+        if stored is None:
             return result
-        try:
-            ref = await self.store.put(text.encode("utf-8"), owner=owner)
-        except StoreError as exc:
-            raise _store_failure(exc) from None
+        ref, size = stored
         return {
             "content": [{"type": "text", "text": preview(text)}],
             "isError": False,
