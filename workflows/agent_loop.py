@@ -40,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
 from agentkeel.workflows.conversation import handoff_tool, is_ping_pong
 from agentkeel.workflows.failures import Halt, application_cause, describe_failure
 from agentkeel.workflows.guards import budget_problem, is_outage, through_outages
+from agentkeel.workflows.optional import mcp_tools
 from agentkeel.workflows.policies import (
     LLM_HEARTBEAT,
     LLM_RETRY,
@@ -290,10 +291,7 @@ class AgentLoop:
             if record.decision == "edit" and record.arguments is not None:
                 arguments = record.arguments
         if spec.mcp:
-            # Imported by the runs that use MCP: every run's sandbox imports what it imports.
-            from agentkeel.workflows.mcp_tools import run_mcp_tool
-
-            await run_mcp_tool(self, agent, spec, call, arguments)
+            await mcp_tools().run_mcp_tool(self, agent, spec, call, arguments)
         else:
             await self._run_tool(agent, spec, call, arguments)
         self._state.visits = [agent.name]

@@ -53,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
 # The workflow's own helper modules run inside the sandbox, like the workflow itself.
 from agentkeel.workflows.agent_loop import AgentLoop
 from agentkeel.workflows.failures import Halt, describe_failure
+from agentkeel.workflows.optional import mcp_tools
 from agentkeel.workflows.policies import RESOLVE_RETRY, RESOLVE_START_TO_CLOSE
 from agentkeel.workflows.review import ReviewDesk
 from agentkeel.workflows.runbook import RunBook, initial_state
@@ -102,10 +103,9 @@ class AgentSagaWorkflow:
                 book.state.team = await self._resolve_team(request)
                 book.state.active_agent = book.state.team.entry
             if needs_listing(book.state.team):
-                # Imported by the runs that use MCP: every run's sandbox imports what it imports.
-                from agentkeel.workflows.mcp_tools import list_team_tools
-
-                book.state.team = await list_team_tools(book.state.team)  # once; kept in the run's state
+                book.state.team = await mcp_tools().list_team_tools(
+                    book.state.team
+                )  # once, kept in the state
             self._announce()
             book.output = await AgentLoop(book, self._desk).run()
             book.set_status(SagaStatus.COMPLETED)
