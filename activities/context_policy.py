@@ -1,9 +1,9 @@
 """Context policies: which messages of a stored conversation an agent's model is sent.
 
 Pure functions over `ChatMessage` lists (no store, no I/O), used by the worker's store
-layer (`agentkeel.activities.conversation`). Token counts are estimates at four
-characters a token: the same rule for every provider, so a policy behaves the same
-on every model; `max_tokens` should leave room for the model's own tokenizer.
+layer (`agentkeel.activities.conversation`). Token counts are estimates
+(`agentkeel.conversation.estimate_tokens`, four characters a token whatever the
+provider); `max_tokens` should leave room for the model's own tokenizer.
 """
 
 from __future__ import annotations
@@ -11,11 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agentkeel.contracts import ChatMessage
-from agentkeel.conversation import ContextPolicy, SummaryRef
+from agentkeel.conversation import ContextPolicy, SummaryRef, estimate_tokens
 
-CHARS_PER_TOKEN = 4
-MESSAGE_OVERHEAD_TOKENS = 4
-"""Role, separators and names: what a chat format adds per message, roughly."""
 SUMMARY_TAIL_SHARE = 0.5
 """A summary covers the oldest messages; the newest, up to this share of `max_tokens`, stay whole."""
 SUMMARIZE_INSTRUCTIONS = (
@@ -26,14 +23,6 @@ SUMMARIZE_INSTRUCTIONS = (
 )
 SUMMARY_MESSAGE_CHARS = 4000
 """Each message is cut to this many characters in the text a summary is written from."""
-
-
-def estimate_tokens(message: ChatMessage) -> int:
-    """Estimated tokens of one message as sent (content, tool calls, overhead)."""
-    chars = len(message.content or "")
-    for call in message.tool_calls:
-        chars += len(call.name) + len(call.arguments) + len(call.id)
-    return chars // CHARS_PER_TOKEN + MESSAGE_OVERHEAD_TOKENS
 
 
 def total_tokens(messages: list[ChatMessage]) -> int:

@@ -33,7 +33,7 @@ from agentkeel.contracts import (
     ToolResult,
     ToolSchema,
 )
-from agentkeel.conversation import ContextReport, ConversationRef, SummaryRef
+from agentkeel.conversation import ContextReport, ConversationRef, SummaryRef, estimate_tokens
 from agentkeel.mcp.contracts import STORED_BYTES_META, STORED_OUTPUT_META
 from agentkeel.names import SUMMARIZE_AGENT_SUFFIX
 from agentkeel.store import ContentStore, ConversationChain, StoreError, canonical_json, ref_of
@@ -141,7 +141,7 @@ class ConversationLayer:
                 left_out=chosen.left_out,
                 truncated=chosen.truncated,
                 tokens=chosen.tokens,
-                next_tokens=chosen.tokens + context_policy.estimate_tokens(answer),
+                next_tokens=chosen.tokens + estimate_tokens(answer),
             ),
         }
         if result.tool_calls and result.content:

@@ -12,11 +12,33 @@ Deterministic and free of I/O: passed through to the workflow sandbox.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+if TYPE_CHECKING:
+    from agentkeel.contracts import ChatMessage
+
+CHARS_PER_TOKEN = 4
+MESSAGE_OVERHEAD_TOKENS = 4
+"""Role, separators and names: what a chat format adds per message, roughly."""
+
 ContextStrategy = Literal["keep_all", "truncate_oldest", "summarize"]
+
+
+def estimate_tokens(message: ChatMessage, size: int | None = None) -> int:
+    """Estimated tokens of one message as sent: its content, its tool calls, the format's overhead.
+
+    The same estimate everywhere (the workflow's summarize decision, the worker's context policies),
+    at four characters a token whatever the provider, so a policy behaves the same on every model.
+
+    Args:
+        message: The message.
+        size: Characters of its stored content, when `message` holds a reference instead.
+    """
+    chars = size if size is not None else len(message.content or "")
+    chars += sum(len(c.name) + len(c.arguments) + len(c.id) for c in message.tool_calls)
+    return chars // CHARS_PER_TOKEN + MESSAGE_OVERHEAD_TOKENS
 
 
 class _Model(BaseModel):

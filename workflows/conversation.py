@@ -13,8 +13,6 @@ with workflow.unsafe.imports_passed_through():
 
 PING_PONG_VISITS = 4
 """A→B→A→B with no tool call in between is a ping-pong: the agents are passing the work around."""
-CHARS_PER_TOKEN = 4
-"""Token estimate: the rule the store layer uses too (`agentkeel.activities.context_policy`)."""
 COMPACT_KEEP = 40
 """Messages kept verbatim (besides the goal) when a long conversation continues as new."""
 
@@ -65,10 +63,3 @@ def compact_messages(messages: list[ChatMessage], keep: int = COMPACT_KEEP) -> l
         role="user", content=f"[{dropped} earlier messages were compacted; the work goes on.]"
     )
     return [head, marker, *tail]
-
-
-def estimate_tokens(message: ChatMessage, size: int | None = None) -> int:
-    """Estimated tokens of a message; `size` is the stored content's size when it is a reference."""
-    chars = size if size is not None else len(message.content or "")
-    chars += sum(len(c.name) + len(c.arguments) + len(c.id) for c in message.tool_calls)
-    return chars // CHARS_PER_TOKEN + 4

@@ -31,11 +31,12 @@ with workflow.unsafe.imports_passed_through():
         TeamSpec,
         TranscriptEntry,
     )
+    from agentkeel.conversation import estimate_tokens
     from agentkeel.search_attributes import KEEL_ESCALATED, KEEL_STATUS, SagaStatus
 
 # The workflow's own helper modules run inside the sandbox, like the workflow itself.
 from agentkeel.workflows.attributes import SearchAttributeWriter
-from agentkeel.workflows.conversation import compact_messages, estimate_tokens
+from agentkeel.workflows.conversation import compact_messages
 from agentkeel.workflows.review import describe_request
 from agentkeel.workflows.saga import Saga
 
