@@ -22,7 +22,7 @@ from typing import IO, Any
 
 import httpx
 
-from agentkeel.dev.devserver import DevServer, answers, find_free_port, temporal_binary
+from agentkeel.dev.devserver import DevServer, answers, find_free_port, temporal_binary, terminate
 from agentkeel.search_attributes import start_dev_flags
 
 HOST = "127.0.0.1"
@@ -92,16 +92,8 @@ class Child:
 
     async def stop(self, grace: float = STOP_GRACE) -> None:
         """SIGTERM, wait up to `grace` seconds, then SIGKILL."""
-        process = self.process
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(process.wait, grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await asyncio.to_thread(process.wait)
+        if self.process is not None:
+            await asyncio.to_thread(terminate, self.process, grace)
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -35,7 +35,7 @@ from temporalio.api.enums.v1 import EventType, PendingActivityState
 from temporalio.client import Client, WorkflowHandle
 
 from agentkeel.contracts import SagaRequest, SagaResult, TeamSpec
-from agentkeel.dev.devserver import DevServer, find_free_port
+from agentkeel.dev.devserver import DevServer, find_free_port, terminate
 from agentkeel.dev.offline.control import ProviderControl
 from agentkeel.examples.travel import APP_REFERENCE as TRAVEL_APP
 from agentkeel.examples.travel import team as travel_team
@@ -123,13 +123,7 @@ class WorkerProcess:
 
     def stop(self, grace: float = 20.0) -> None:
         """SIGTERM (graceful shutdown), SIGKILL if it lingers."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, grace)
 
     def log(self) -> str:
         """What it wrote so far."""
@@ -192,13 +186,7 @@ class Provider:
     def stop(self) -> None:
         """SIGTERM, SIGKILL if it lingers."""
         self.control.close()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, 10)
 
 
 @dataclass

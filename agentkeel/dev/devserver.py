@@ -117,6 +117,24 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         pass
 
 
+def terminate(process: subprocess.Popen[Any], grace: float) -> int:
+    """Stop a child process: SIGTERM, wait up to `grace` seconds, then SIGKILL (blocking).
+
+    Returns:
+        Its exit code (at once when it had already exited).
+    """
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            process.wait()
+    return process.returncode
+
+
 class DevServer:
     """A `temporal server start-dev` child process with the platform's settings.
 
@@ -280,19 +298,9 @@ class DevServer:
         Returns:
             The exit code, or None if the server was never started.
         """
-        process = self.process
-        if process is None:
+        if self.process is None:
             return None
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(process.wait, grace)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await asyncio.to_thread(process.wait)
-        return process.returncode
+        return await asyncio.to_thread(terminate, self.process, grace)
 
     def kill(self) -> None:
         """Stop at once, synchronously (for atexit hooks and signal handlers)."""
