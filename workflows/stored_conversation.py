@@ -65,18 +65,24 @@ class StoredConversation:
             }
         )
 
-    def absorb(self, agent: AgentSpec, result: LLMResult) -> None:
-        """Take in a turn's result: the new head, and what the policy sent and left out."""
+    def _advance(self, result: LLMResult) -> ConversationState:
+        """The conversation after any `call_llm` result: its new head, the pending messages stored."""
         conv = self.state
         if result.head is not None:
             conv.head = result.head
         conv.pending, conv.pending_tokens = [], 0
+        if result.context is not None:
+            conv.messages = result.context.messages
+        return conv
+
+    def absorb(self, agent: AgentSpec, result: LLMResult) -> None:
+        """Take in a turn's result: the new head, and what the policy sent and left out."""
+        conv = self._advance(result)
         if result.prompt_ref:
             conv.prompts[agent.name] = result.prompt_ref
         context = result.context
         if context is None:
             return
-        conv.messages = context.messages
         conv.next_tokens[agent.name] = context.next_tokens
         if context.left_out != conv.left_out.get(agent.name, 0):
             conv.left_out[agent.name] = context.left_out
@@ -126,12 +132,7 @@ class StoredConversation:
 
     def absorb_summary(self, agent: AgentSpec, result: LLMResult) -> None:
         """Take in a summarize turn's result: the summary now in force for the agent."""
-        conv = self.state
-        if result.head is not None:
-            conv.head = result.head
-        conv.pending, conv.pending_tokens = [], 0
-        if result.context is not None:
-            conv.messages = result.context.messages
+        conv = self._advance(result)
         conv.summarized_at[agent.name] = conv.messages
         summary = result.context.summary if result.context else None
         if summary is None or summary == conv.summaries.get(agent.name):
