@@ -316,9 +316,9 @@ class RunHandle(RunDecisions):
     async def conversation(self) -> list[ChatMessage]:
         """The run's whole conversation, every message as the model was given it, oldest first.
 
-        Read from the conversation store (the run holds only its head reference); runs from
-        before the store return what their last run carried. The agents' system prompts are
-        not messages of the conversation.
+        Read from the conversation store (the run holds only its head reference); a run from
+        before the store returns an empty list (its conversation is in its history). The agents'
+        system prompts are not messages of the conversation.
 
         Raises:
             RunNotFound: no such workflow id.
